@@ -1,0 +1,140 @@
+"""params.yaml as frozen, typed dataclasses, validated once with one-line errors.
+
+Every stage loads the whole file through :func:`load_params`, so a typo anywhere (an unknown key, a value of the
+wrong type) stops the pipeline at its first stage instead of after an hour of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from slr.errors import UserError
+
+SPLITS: dict[str, int] = {"asl100": 100, "asl300": 300, "asl1000": 1000, "asl2000": 2000}
+SOURCES: tuple[str, ...] = ("synthetic",)
+
+# YAML 1.2 (what DVC's `-S` writes and reads) parses 1e-3 as a float; PyYAML (YAML 1.1) returns a string.
+_YAML12_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """The embedded synthetic WLASL: `pairs` pairs of signs that differ only in frame order."""
+
+    seed: int
+    pairs: int
+    signers: int
+    train_per_class: int
+    val_per_class: int
+    test_per_class: int
+    size: int  # frame width and height in pixels
+    fps: int
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    split: str
+    synthetic: SyntheticParams
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise UserError(f"params.yaml: unknown data.source {self.source!r}; valid: {', '.join(SOURCES)}")
+        if self.split not in SPLITS:
+            raise UserError(f"params.yaml: unknown data.split {self.split!r}; valid: {', '.join(SPLITS)}")
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    num_frames: int
+    frame_size: int  # stored clips are frame_size x frame_size (short side resized, then centre-cropped)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    dropout: float
+    crop_size: int  # random crop (train) / centre crop (eval) taken from the stored frame_size
+    hflip: bool  # a flip mirrors the signing hand: off by default
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int
+    shuffle_seed: int  # seeds the one frame permutation of the shuffled test
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    model: str
+    data: DataParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+T = TypeVar("T")
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate params.yaml; raise UserError naming the bad key and the fix."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; run from the repository root or pass --params") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_dict(Params, raw, prefix="")
+
+
+def from_dict(cls: type[T], raw: Any, prefix: str) -> T:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"params.yaml: {where} must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise UserError(f"params.yaml: unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}")
+    missing = [name for name in fields if name not in raw]
+    if missing:
+        raise UserError(f"params.yaml: missing key {prefix}{missing[0]}; add it (see README, params reference)")
+    hints = typing.get_type_hints(cls)
+    values = {name: _coerce(hints[name], raw[name], prefix + name) for name in fields}
+    return cls(**values)
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return from_dict(kind, value, key + ".")
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        if isinstance(value, str) and _YAML12_FLOAT.match(value):
+            value = float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a new field type must be added here
+        raise TypeError(f"unsupported params field type {kind!r} for {key}")
+    if not ok:
+        raise UserError(f"params.yaml: {key} must be {_NAMES[kind]}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
