@@ -1,0 +1,1 @@
+"""Raw videos and metadata -> preprocessed uint8 clips -> batches."""

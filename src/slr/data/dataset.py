@@ -1,0 +1,61 @@
+"""The preprocessed clips of one set as a torch Dataset, read from a memory-mapped uint8 array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from slr.data.preprocess import MANIFEST
+from slr.data.transforms import center_crop, hflip, random_crop
+from slr.errors import UserError
+from slr.files import read_json
+
+
+def load_manifest(clips_dir: Path) -> dict:
+    """The preprocess stage's manifest; a clear error if that stage has not run for these clips."""
+    path = clips_dir / MANIFEST
+    if not path.is_file():
+        raise UserError(f"no preprocessed data at {clips_dir} ({MANIFEST} missing); run `dvc repro preprocess` first")
+    return read_json(path)
+
+
+class ClipDataset(Dataset):
+    """Items are (uint8 clip (T, crop, crop, C), label).
+
+    Training crops and flips are drawn from a generator seeded by (seed, epoch, index), so an epoch's augmentation
+    is the same however many loader workers run, and a resumed run sees exactly the crops it would have seen.
+    """
+
+    def __init__(self, clips_dir: Path, set_name: str, crop_size: int, train: bool, flip: bool, seed: int) -> None:
+        manifest = load_manifest(clips_dir)
+        if set_name not in manifest["sets"]:
+            raise UserError(f"unknown set {set_name!r}; valid: {', '.join(manifest['sets'])}")
+        self.labels = manifest["sets"][set_name]["labels"]
+        self.clips = np.load(clips_dir / f"{set_name}.npy", mmap_mode="r")  # uint8 (N, T, H, W, C)
+        if crop_size > self.clips.shape[2]:
+            raise UserError(
+                f"crop size {crop_size} is larger than the stored frame size {self.clips.shape[2]}; "
+                "lower train.crop_size or raise preprocess.frame_size"
+            )
+        self.crop_size, self.train, self.flip, self.seed = crop_size, train, flip, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        clip = self.clips[index]
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            clip = random_crop(clip, self.crop_size, rng)
+            if self.flip and rng.random() < 0.5:
+                clip = hflip(clip)
+        else:
+            clip = center_crop(clip, self.crop_size)
+        return torch.from_numpy(np.ascontiguousarray(clip)), self.labels[index]

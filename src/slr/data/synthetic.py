@@ -1,0 +1,170 @@
+"""The embedded synthetic WLASL: signs whose only difference within a pair is the order of their frames.
+
+Each pair of glosses shares a handshape and a hand path; the second gloss of a pair plays the first one's frames in
+reverse. A model that ignores frame order can tell the pairs apart but not the two signs of a pair, so ordered
+minus shuffled accuracy measures how much a model uses temporal order. Signers vary in colours, position, scale,
+speed and noise; clips have idle frames before and after the sign, marked by frame_start/frame_end exactly as
+WLASL marks them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from slr.data.metadata import SETS
+from slr.data.video import write_frames
+from slr.errors import UserError
+from slr.params import SyntheticParams
+
+# Sign path per pair: t in [0, 1] -> (x, y, hand scale), in units of the signer's size around the chest.
+Motion = Callable[[float], tuple[float, float, float]]
+PAIRS: tuple[tuple[str, str, Motion], ...] = (
+    ("up", "down", lambda t: (0.35, 0.7 - 1.5 * t, 1.0)),
+    ("come", "go", lambda t: (0.9 - 1.6 * t, 0.1, 1.0)),
+    ("open", "close", lambda t: (0.1, -0.1, 0.5 + 1.1 * t)),
+    ("push", "pull", lambda t: (0.6 * math.cos(4.2 * t), 0.6 * math.sin(4.2 * t), 1.0)),
+    ("give", "take", lambda t: (-0.7 + 1.4 * t, 0.6 - 1.2 * t, 1.0)),
+    ("arrive", "leave", lambda t: (-0.8 + 1.6 * t, 0.35 * math.sin(6.0 * t), 1.0)),
+)
+REST = (0.0, 1.2, 0.8)  # where the hand waits before and after the sign
+SIGN_FRAMES = 24  # length of a sign at speed 1.0
+MAX_IDLE = 6  # idle frames before / after a sign, at most
+
+
+@dataclass(frozen=True)
+class Signer:
+    background: tuple[int, int, int]
+    body: tuple[int, int, int]
+    skin: tuple[int, int, int]
+    offset: tuple[float, float]  # fraction of the frame
+    scale: float
+    speed: float
+    noise: float  # std of per-pixel Gaussian noise, in grey levels
+
+
+def generate(params: SyntheticParams, out_dir: Path) -> None:
+    """Write `out_dir/WLASL_v0.3.json` and `out_dir/videos/<video_id>.mp4`, deterministically from params.seed."""
+    if not 1 <= params.pairs <= len(PAIRS):
+        raise UserError(f"params.yaml: data.synthetic.pairs must be 1..{len(PAIRS)}, got {params.pairs}")
+    for key in ("signers", "train_per_class", "val_per_class", "test_per_class", "fps"):
+        if getattr(params, key) < 1:
+            raise UserError(f"params.yaml: data.synthetic.{key} must be at least 1, got {getattr(params, key)}")
+    if params.size < 32:
+        raise UserError(f"params.yaml: data.synthetic.size must be at least 32 pixels, got {params.size}")
+    signers = [_signer(np.random.default_rng([params.seed, 1, s])) for s in range(params.signers)]
+    per_set = dict(zip(SETS, (params.train_per_class, params.val_per_class, params.test_per_class)))
+    index = []
+    next_id = 1
+    for pair, (forward, backward, motion) in enumerate(PAIRS[: params.pairs]):
+        for reverse, gloss in ((False, forward), (True, backward)):
+            instances = []
+            for split, count in per_set.items():
+                for _ in range(count):
+                    video_id = f"{next_id:05d}"
+                    rng = np.random.default_rng([params.seed, 2, next_id])
+                    signer_id = int(rng.integers(params.signers))
+                    frames, meta = render_clip(pair, motion, reverse, signers[signer_id], params.size, rng)
+                    write_frames(out_dir / "videos" / f"{video_id}.mp4", frames, params.fps)
+                    instances.append(
+                        {
+                            **meta,
+                            "fps": params.fps,
+                            "instance_id": len(instances),
+                            "signer_id": signer_id,
+                            "source": "synthetic",
+                            "split": split,
+                            "url": f"synthetic://{params.seed}/{video_id}",
+                            "variation_id": 0,
+                            "video_id": video_id,
+                        }
+                    )
+                    next_id += 1
+            index.append({"gloss": gloss, "instances": instances})
+    (out_dir / "WLASL_v0.3.json").write_text(json.dumps(index, indent=1) + "\n")
+
+
+def _signer(rng: np.random.Generator) -> Signer:
+    return Signer(
+        background=tuple(int(v) for v in rng.integers(0, 90, 3)),
+        body=tuple(int(v) for v in rng.integers(60, 160, 3)),
+        skin=tuple(int(v) for v in rng.integers(170, 256, 3)),
+        offset=(float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.05, 0.05))),
+        scale=float(rng.uniform(0.85, 1.15)),
+        speed=float(rng.uniform(0.8, 1.25)),
+        noise=float(rng.uniform(2.0, 10.0)),
+    )
+
+
+def render_clip(
+    pair: int, motion: Motion, reverse: bool, signer: Signer, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
+    """Render one clip: idle frames, the sign (reversed for the pair's second gloss), idle frames.
+
+    Returns uint8 (T, H, W, C) frames and the instance's `frame_start`, `frame_end` and `bbox`.
+    """
+    sign_len = max(8, round(SIGN_FRAMES / signer.speed))
+    lead, tail = (int(v) for v in rng.integers(0, MAX_IDLE + 1, 2))
+    poses = [motion(t) for t in np.linspace(0.0, 1.0, sign_len)]
+    if reverse:
+        poses.reverse()
+    poses = [REST] * lead + poses + [REST] * tail
+    centre = (size * (0.5 + signer.offset[0]), size * (0.55 + signer.offset[1]))
+    unit = 0.25 * size * signer.scale
+    still = _draw_body(size, centre, unit, signer)
+    frames = np.stack([_draw_hand(still, centre, unit, pose, pair, signer.skin) for pose in poses])
+    noise = rng.normal(0.0, signer.noise, frames.shape)
+    frames = np.clip(frames + noise, 0, 255).astype(np.uint8)
+    x1, y1 = (max(0, int(c - 1.6 * unit)) for c in centre)
+    x2, y2 = (min(size - 1, int(c + 1.6 * unit)) for c in centre)
+    meta = {"frame_start": lead + 1, "frame_end": -1 if tail == 0 else lead + sign_len, "bbox": [x1, y1, x2, y2]}
+    return frames, meta
+
+
+def _draw_body(size: int, centre: tuple[float, float], unit: float, signer: Signer) -> np.ndarray:
+    frame = np.empty((size, size, 3), np.uint8)
+    frame[:] = signer.background
+    cx, cy = (int(c) for c in centre)
+    head = (cx, int(cy - 1.1 * unit))
+    cv2.rectangle(frame, (int(cx - 0.8 * unit), int(cy - 0.5 * unit)), (int(cx + 0.8 * unit), size), signer.body, -1)
+    cv2.circle(frame, head, int(0.45 * unit), signer.skin, -1)
+    return frame
+
+
+def _draw_hand(
+    still: np.ndarray,
+    centre: tuple[float, float],
+    unit: float,
+    pose: tuple[float, float, float],
+    handshape: int,
+    skin: tuple[int, int, int],
+) -> np.ndarray:
+    """Draw one of six handshapes (fist, open palm, point, flat, C, V) at `pose` on a copy of `still`."""
+    frame = still.copy()
+    x, y, scale = pose
+    hx, hy = int(centre[0] + x * unit), int(centre[1] + y * unit)
+    r = max(2, int(0.45 * unit * scale))
+    width = max(1, r // 3)
+    if handshape == 0:
+        cv2.circle(frame, (hx, hy), r, skin, -1)
+    elif handshape == 1:
+        cv2.ellipse(frame, (hx, hy), (r, int(r * 0.8)), 0, 0, 360, skin, -1)
+        for dx in (-r, -r // 3, r // 3, r):
+            cv2.line(frame, (hx + dx // 2, hy), (hx + dx, hy - 2 * r), skin, width)
+    elif handshape == 2:
+        cv2.circle(frame, (hx, hy), int(r * 0.8), skin, -1)
+        cv2.line(frame, (hx, hy), (hx + 2 * r, hy - 2 * r), skin, width)
+    elif handshape == 3:
+        cv2.rectangle(frame, (hx - 2 * r, hy - r // 2), (hx + 2 * r, hy + r // 2), skin, -1)
+    elif handshape == 4:
+        cv2.ellipse(frame, (hx, hy), (r, r), 0, 60, 300, skin, width + 1)
+    else:
+        cv2.line(frame, (hx, hy + r), (hx - r, hy - 2 * r), skin, width + 1)
+        cv2.line(frame, (hx, hy + r), (hx + r, hy - 2 * r), skin, width + 1)
+    return frame

@@ -1,0 +1,38 @@
+"""Clip transforms. Clips are uint8 (T, H, W, C) numpy arrays until `to_model_input` makes float (B, C, T, H, W).
+
+Crops and flips apply identically to every frame of a clip: a per-frame crop would jitter the hand between frames
+and fake motion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def random_crop(clip: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The same random `size` x `size` window from every frame."""
+    _, height, width, _ = clip.shape
+    top = int(rng.integers(height - size + 1))
+    left = int(rng.integers(width - size + 1))
+    return clip[:, top : top + size, left : left + size]
+
+
+def center_crop(clip: np.ndarray, size: int) -> np.ndarray:
+    _, height, width, _ = clip.shape
+    top, left = (height - size) // 2, (width - size) // 2
+    return clip[:, top : top + size, left : left + size]
+
+
+def hflip(clip: np.ndarray) -> np.ndarray:
+    """Mirror every frame left-right (this turns a right-handed sign into a left-handed one)."""
+    return clip[:, :, ::-1]
+
+
+def to_model_input(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (B, T, H, W, C) -> normalised float32 (B, C, T, H, W), on the batch's device."""
+    # Copy to (B, C, T, H, W) memory order while still uint8: conv3d on a channels-last view is slower on CPU.
+    x = batch.permute(0, 4, 1, 2, 3).contiguous().float().div_(255.0)
+    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1, 1)
+    return x.sub_(mean_t).div_(std_t)
