@@ -1,0 +1,86 @@
+"""dvc.yaml tells DVC the truth: every param a stage reads is declared, every module it imports is a dep."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+
+
+def _params_read(script: str) -> set[str]:
+    """Dotted params paths a stage script reads: chains of attributes on `params` (or a local alias of one)."""
+    tree = ast.parse((REPO / script).read_text())
+    aliases = {"params": ""}
+    for node in ast.walk(tree):  # `p = params.train` makes p an alias of "train"
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute):
+            chain = _chain(node.value, aliases)
+            if chain and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                aliases[node.targets[0].id] = chain
+    reads = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain = _chain(node, aliases)
+            if chain:
+                reads.add(chain)
+    # keep only the longest chains (params.train.lr implies params.train)
+    return {r for r in reads if not any(o != r and o.startswith(r + ".") for o in reads)}
+
+
+def _chain(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name) and node.id in aliases:
+        return ".".join(filter(None, [aliases[node.id], *reversed(parts)]))
+    return None
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_param_read_is_declared(stage: str) -> None:
+    declared = [p if isinstance(p, str) else next(iter(p)) for p in STAGES[stage].get("params", [])]
+    reads = _params_read(f"stages/{stage}.py")
+    assert reads, f"stages/{stage}.py reads no params?"
+    for read in reads:
+        assert any(read == d or read.startswith(d + ".") for d in declared), f"{stage} reads {read}, not declared"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_imported_module_is_a_dep(stage: str) -> None:
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('stage', 'stages/{stage}.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'slr'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    files = {str(Path(f).resolve().relative_to(REPO)) for f in out.split()}
+    modules = {f for f in files if not f.endswith("__init__.py")}
+    deps = set(STAGES[stage]["deps"])
+    assert f"stages/{stage}.py" in deps
+    assert modules <= deps, f"{stage}: imported but not a dep: {sorted(modules - deps)}"
+    assert {d for d in deps if d.startswith("src/")} <= modules, f"{stage}: dep not imported (stale dvc.yaml)"
+
+
+def test_package_inits_hold_no_code() -> None:
+    # __init__ files are not deps, so they must not hold logic that could change results.
+    for init in (REPO / "src").rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body), init
+
+
+def test_stage_outputs_do_not_overlap_data_dvc() -> None:
+    tracked = yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]["path"]
+    for stage in STAGES.values():
+        for out in stage.get("outs", []) + stage.get("metrics", []):
+            path = out if isinstance(out, str) else next(iter(out))
+            assert not (path + "/").startswith(tracked + "/") and not (tracked + "/").startswith(path + "/")

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from slr.errors import UserError
+from slr.params import load_params
+
+
+def _write(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_repository_params_load() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.model == "R3D_18"
+    assert params.data.source == "synthetic"
+    assert isinstance(params.train.lr, float)
+
+
+def test_yaml12_float_spelling_is_a_float(tmp_path: Path) -> None:
+    # `dvc exp run -S train.lr=1e-3` writes 1e-3, which PyYAML reads as a string.
+    path = _write(tmp_path, lambda raw: raw["train"].update(lr="1e-3"))
+    assert load_params(path).train.lr == 0.001
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda raw: raw["train"].update(epochs="four"), "train.epochs must be an integer, got 'four'"),
+        (lambda raw: raw["train"].update(epochs=2.5), "train.epochs must be an integer"),
+        (lambda raw: raw["train"].update(hflip="yes"), "train.hflip must be true or false"),
+        (lambda raw: raw["train"].update(lrr=0.1), "unknown key train.lrr"),
+        (lambda raw: raw["evaluate"].pop("batch_size"), "missing key evaluate.batch_size"),
+        (lambda raw: raw["data"].update(split="asl50"), "unknown data.split 'asl50'; valid: asl100, asl300"),
+        (lambda raw: raw["data"].update(source="ftp"), "unknown data.source 'ftp'"),
+        (lambda raw: raw.update(train=[1, 2]), "train must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, edit, message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_params(_write(tmp_path, edit))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1,\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_params(bad)
