@@ -90,11 +90,11 @@ def test_pipeline_is_clean_and_second_repro_is_a_no_op(repo: Path) -> None:
     assert "Running stage" not in out
 
 
-def test_same_params_give_identical_metrics(repo: Path) -> None:
-    before = {p: (repo / p).read_text() for p in ("metrics/eval.json", "metrics/train/metrics.json")}
+def test_same_params_give_identical_results(repo: Path) -> None:
+    files = ("metrics/eval.json", "metrics/train/metrics.json", "models/best.pth", "dvc.lock")
+    before = {p: (repo / p).read_bytes() for p in files}
     _sh(repo, "dvc", "repro", "--force", "train")
-    after = {p: (repo / p).read_text() for p in before}
-    assert after == before
+    assert {p: (repo / p).read_bytes() for p in files} == before
 
 
 def test_evaluate_only_param_reruns_only_evaluate(repo: Path) -> None:
@@ -117,3 +117,14 @@ def test_exp_run_with_another_model_and_exp_show(repo: Path) -> None:
     assert set(shown) == {"R3D_18", "MC3_18"}
     for metrics in shown.values():
         assert set(metrics["metrics/eval.json"]["data"]["test"]["top_k_per_instance_acc"]) == {"top1", "top5", "top10"}
+
+
+def test_plots_diff_overlays_two_experiments(repo: Path) -> None:
+    if "mc3" not in _sh(repo, "dvc", "exp", "list", "--name-only", stdout_only=True).split():
+        _sh(repo, "dvc", "exp", "run", "-n", "mc3", "-S", "model=MC3_18")
+    plots = json.loads(_sh(repo, "dvc", "plots", "diff", "HEAD", "mc3", "--json", stdout_only=True))["data"]
+    for name in ("frame-order", "confusion-test", "loss"):
+        values = [v for part in plots[name] for v in part["content"]["data"]["values"]]
+        assert len({v["rev"] for v in values}) == 2, name
+    order = plots["frame-order"][0]["content"]["data"]["values"]
+    assert {v["condition"] for v in order} == {"val, ordered", "test, ordered", "test, shuffled"}

@@ -12,8 +12,10 @@ from slr.files import atomic_path
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    """Write `checkpoint` atomically, byte-identical for identical contents (so dvc.lock hashes repeat)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        # Given a file object, torch names the archive "archive"; given a path it would use the random temp name.
+        torch.save(checkpoint, f)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
