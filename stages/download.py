@@ -4,19 +4,17 @@ With data.source=synthetic (the default) it generates the embedded synthetic WLA
 data.synthetic.seed, so the pipeline runs with no network and no data brought in.
 """
 
-import argparse
 from pathlib import Path
 
+from slr.cli import run_main, stage_parser
 from slr.data.synthetic import generate
-from slr.errors import run_main
 from slr.files import atomic_dir
 from slr.params import load_params
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("out_dir", type=Path, help="where the raw dataset goes (dvc.yaml: data/raw)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     args = parser.parse_args()
     params = load_params(args.params)
     with atomic_dir(args.out_dir) as tmp:

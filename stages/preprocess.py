@@ -4,22 +4,20 @@ Writes OUT_DIR/{train,val,test}.npy (uint8, N x T x H x W x C) and OUT_DIR/manif
 (videos listed, present and readable per set) to REPORT as a DVC metric.
 """
 
-import argparse
 from pathlib import Path
 
+from slr.cli import run_main, stage_parser
 from slr.data.metadata import load_index
 from slr.data.preprocess import preprocess
-from slr.errors import run_main
 from slr.files import write_json
 from slr.params import load_params
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("raw_dir", type=Path, help="the download stage's output (dvc.yaml: data/raw)")
     parser.add_argument("out_dir", type=Path, help="where the clip arrays go (dvc.yaml: data/clips)")
     parser.add_argument("report", type=Path, help="data report JSON (dvc.yaml: metrics/data.json)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     args = parser.parse_args()
     params = load_params(args.params)
     index = load_index(args.raw_dir / "WLASL_v0.3.json").subset(params.data.split)

@@ -4,20 +4,18 @@ Writes OUT_DIR/best.pth, OUT_DIR/last.pth and OUT_DIR/data_info.json, and per-ep
 to LIVE_DIR.
 """
 
-import argparse
 from pathlib import Path
 
-from slr.errors import run_main
+from slr.cli import run_main, stage_parser
 from slr.params import load_params
 from slr.train import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("clips_dir", type=Path, help="the preprocess stage's output (dvc.yaml: data/clips)")
     parser.add_argument("out_dir", type=Path, help="where checkpoints go (dvc.yaml: models)")
     parser.add_argument("live_dir", type=Path, help="dvclive folder for training curves (dvc.yaml: metrics/train)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     args = parser.parse_args()
     params = load_params(args.params)
     p = params.train

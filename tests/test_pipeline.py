@@ -21,7 +21,7 @@ TINY = {
                            "size": 32}},
     "preprocess": {"num_frames": 8, "frame_size": 20},
     "train": {"epochs": 2, "batch_size": 4, "crop_size": 16},
-    "evaluate": {"batch_size": 5},
+    "evaluate": {"batch_size": 5, "sweep_count": 4},
 }
 
 
@@ -70,7 +70,8 @@ def test_all_stages_write_their_outputs(repo: Path) -> None:
     assert data["classes"] == 4
     assert data["train"] == {"listed": 24, "present": 24, "readable": 24, "short": 0}
     result = json.loads((repo / "metrics/eval.json").read_text())
-    assert set(result) == {"check_name", "best_val_acc", "best_val_loss", "test", "val", "test_shuff"}
+    assert set(result) == {"check_name", "best_val_acc", "best_val_loss", "test", "val", "test_shuff", "val_consistent"}
+    assert result["val_consistent"] is True
     assert result["test"]["num_videos"] == 12 and result["val"]["num_videos"] == 8
     assert sorted(result["test_shuff"]["perm"]) == list(range(8))
     assert result["test_shuff"]["shannon_entropy"] > 0
@@ -80,6 +81,11 @@ def test_all_stages_write_their_outputs(repo: Path) -> None:
     assert (info["num_frames"], info["crop_size"], info["num_classes"]) == (8, 16, 4)
     confusion = json.loads((repo / "plots/eval/confusion_test.json").read_text())
     assert len(confusion) == 12 and {"actual", "predicted"} <= set(confusion[0])
+    order = json.loads((repo / "metrics/order.json").read_text())
+    assert set(order) == {"ordered", "reversed", "by_entropy"}
+    assert len(json.loads((repo / "plots/eval/entropy_sweep.json").read_text())) == 4
+    images = sorted(p.name for p in (repo / "plots/eval/images").iterdir())
+    assert images == ["confusion_test.png", "per_class_bars.png", "per_class_heatmap.png"]
     curve = (repo / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "loss"] and len(curve) == 3  # header + 2 epochs
 
@@ -123,8 +129,10 @@ def test_plots_diff_overlays_two_experiments(repo: Path) -> None:
     if "mc3" not in _sh(repo, "dvc", "exp", "list", "--name-only", stdout_only=True).split():
         _sh(repo, "dvc", "exp", "run", "-n", "mc3", "-S", "model=MC3_18")
     plots = json.loads(_sh(repo, "dvc", "plots", "diff", "HEAD", "mc3", "--json", stdout_only=True))["data"]
-    for name in ("frame-order", "confusion-test", "loss"):
+    for name in ("frame-order", "entropy-sweep", "confusion-test", "per-class-f1", "loss"):
         values = [v for part in plots[name] for v in part["content"]["data"]["values"]]
         assert len({v["rev"] for v in values}) == 2, name
     order = plots["frame-order"][0]["content"]["data"]["values"]
-    assert {v["condition"] for v in order} == {"val, ordered", "test, ordered", "test, shuffled"}
+    assert {v["condition"] for v in order} == {
+        "val, ordered", "test, ordered", "test, reversed", "test, shuffled (one permutation)", "test, shuffled (mean of 4)"
+    }

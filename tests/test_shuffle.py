@@ -1,6 +1,6 @@
 import pytest
 
-from slr.shuffle import make_permutation, shannon_entropy
+from slr.shuffle import make_permutation, shannon_entropy, sweep_permutations
 
 
 def test_worked_example() -> None:
@@ -22,3 +22,11 @@ def test_permutation_is_seeded_and_complete() -> None:
     assert make_permutation(16, 3) == make_permutation(16, 3)
     assert make_permutation(16, 3) != make_permutation(16, 4)
     assert sorted(make_permutation(16, 3)) == list(range(16))
+
+
+def test_sweep_spans_low_to_high_entropy() -> None:
+    perms = sweep_permutations(16, 24, seed=0)
+    assert len(perms) == 24 and all(sorted(p) == list(range(16)) for p in perms)
+    entropies = [shannon_entropy(p) for p in perms]
+    assert min(entropies) < 2.0 and max(entropies) > 3.0
+    assert sweep_permutations(16, 24, seed=0) == perms

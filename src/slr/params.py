@@ -72,6 +72,8 @@ class TrainParams:
 class EvaluateParams:
     batch_size: int
     shuffle_seed: int  # seeds the one frame permutation of the shuffled test
+    sweep_count: int  # permutations in the order study, from barely to fully shuffled
+    sweep_seed: int
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,11 @@ class Index:
         """The aslN subset: the first N glosses and their instances (all glosses if the index has fewer)."""
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-        num = min(SPLITS[split], len(self.glosses))
+        return self.first(SPLITS[split])
+
+    def first(self, num: int) -> Index:
+        """The first `num` glosses (or all, if fewer) and their instances."""
+        num = min(num, len(self.glosses))
         return Index(self.glosses[:num], tuple(i for i in self.instances if i.label < num))
 
     def of_set(self, name: str) -> list[Instance]:

@@ -78,9 +78,15 @@ def _process(args: tuple[Path, Instance, int, int]) -> ClipResult:
 
 
 def preprocess(
-    index: Index, video_dir: Path, out_dir: Path, num_frames: int, frame_size: int, workers: int | None = None
+    index: Index,
+    video_dir: Path,
+    out_dir: Path,
+    num_frames: int,
+    frame_size: int,
+    workers: int | None = None,
+    sets: tuple[str, ...] = SETS,
 ) -> dict:
-    """Preprocess every set of `index` into `out_dir`; return the data report (counts per set).
+    """Preprocess `sets` of `index` into `out_dir`; return the data report (counts per set).
 
     The manifest lists, per set, the ids, labels and decoded frame counts of the stored clips, in array order, and
     the ids skipped as missing or unreadable.
@@ -91,7 +97,7 @@ def preprocess(
     manifest: dict = {"glosses": list(index.glosses), "num_frames": num_frames, "frame_size": frame_size, "sets": {}}
     report: dict = {"classes": len(index.glosses)}
     with atomic_dir(out_dir) as tmp, ProcessPoolExecutor(workers) as pool:
-        for name in SETS:
+        for name in sets:
             instances = index.of_set(name)
             jobs = [(video_dir / f"{i.video_id}.mp4", i, num_frames, frame_size) for i in instances]
             results = tqdm(pool.map(_process, jobs, chunksize=8), total=len(jobs), desc=name, unit="clip")

@@ -10,23 +10,31 @@ import numpy as np
 import torch
 
 
+def crop(clips: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
+    """The `size` x `size` window at (top, left) of every frame; clips are (..., H, W, C)."""
+    return clips[..., top : top + size, left : left + size, :]
+
+
 def random_crop(clip: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """The same random `size` x `size` window from every frame."""
-    _, height, width, _ = clip.shape
-    top = int(rng.integers(height - size + 1))
-    left = int(rng.integers(width - size + 1))
-    return clip[:, top : top + size, left : left + size]
+    height, width = clip.shape[-3:-1]
+    return crop(clip, size, int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1)))
 
 
-def center_crop(clip: np.ndarray, size: int) -> np.ndarray:
-    _, height, width, _ = clip.shape
-    top, left = (height - size) // 2, (width - size) // 2
-    return clip[:, top : top + size, left : left + size]
+def center_crop(clips: np.ndarray, size: int) -> np.ndarray:
+    height, width = clips.shape[-3:-1]
+    return crop(clips, size, (height - size) // 2, (width - size) // 2)
+
+
+def three_crops(clips: np.ndarray, size: int) -> list[np.ndarray]:
+    """Top-left, centre and bottom-right windows: the spatial views of multi-view testing."""
+    height, width = clips.shape[-3:-1]
+    return [crop(clips, size, 0, 0), center_crop(clips, size), crop(clips, size, height - size, width - size)]
 
 
 def hflip(clip: np.ndarray) -> np.ndarray:
     """Mirror every frame left-right (this turns a right-handed sign into a left-handed one)."""
-    return clip[:, :, ::-1]
+    return clip[..., ::-1, :]
 
 
 def to_model_input(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

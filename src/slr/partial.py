@@ -1,0 +1,107 @@
+"""`slr-test`: one ad-hoc test of any checkpoint, outside the pipeline (the original project's `partial` mode).
+
+Any set (train/val/test), frames ordered, shuffled by a seeded permutation or reversed, optional multi-view testing,
+optional graphs; the clip length and size can be overridden by preprocessing that set again from the raw videos.
+It uses the evaluate stage's own functions, so its numbers are the pipeline's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from slr.cli import run_main, stage_parser
+from slr.data.dataset import load_manifest
+from slr.data.metadata import SETS, load_index
+from slr.data.preprocess import preprocess
+from slr.errors import UserError
+from slr.evaluate import load_model, load_set, predict, score
+from slr.files import write_json
+from slr.plots import confusion_figure, per_class_bar_figure, per_class_heatmap_figure, per_class_scores, save_figure
+from slr.shuffle import make_permutation, shannon_entropy
+
+GRAPHS = ("confusion", "bars", "heatmap")
+
+
+def partial_test(
+    checkpoint: Path,
+    clips_dir: Path,
+    set_name: str,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    reverse: bool = False,
+    temporal_views: int = 1,
+    spatial_views: int = 1,
+) -> tuple[dict, list[int], list[int], list[str]]:
+    """Test `checkpoint` on one set; return the result (BaseRes, or ShuffRes when shuffled), labels,
+    predictions and glosses."""
+    if shuffle_seed is not None and reverse:
+        raise UserError("choose --shuffle or --reverse, not both")
+    model, meta = load_model(checkpoint)
+    clips, labels, missing = load_set(clips_dir, set_name)
+    meta = {**meta, "num_frames": min(meta["num_frames"], clips.shape[1])}  # a longer clip is cut in windows
+    length = clips.shape[1]
+    perm = make_permutation(length, shuffle_seed) if shuffle_seed is not None else None
+    perm = list(range(length - 1, -1, -1)) if reverse else perm
+    logits = predict(model, clips, meta, batch_size, perm, temporal_views, spatial_views)
+    result = score(logits, labels, missing)
+    if perm is not None:
+        result |= {"perm": perm, "shannon_entropy": shannon_entropy(perm)}
+    result["protocol"] = {"num_frames": length, "frame_size": clips.shape[2], "crop_size": meta["crop_size"],
+                          "temporal_views": temporal_views, "spatial_views": spatial_views}
+    return result, labels.tolist(), logits.argmax(1).tolist(), load_manifest(clips_dir)["glosses"]
+
+
+def main() -> None:
+    parser = stage_parser(__doc__, params=False)
+    parser.add_argument("--checkpoint", type=Path, default=Path("models/best.pth"), help="default: %(default)s")
+    parser.add_argument("--clips", type=Path, default=Path("data/clips"), help="preprocessed clips (default: %(default)s)")
+    parser.add_argument("--set", default="test", choices=SETS, help="default: %(default)s")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle frames with the permutation of SEED")
+    order.add_argument("--reverse", action="store_true", help="play every clip backwards")
+    parser.add_argument("--num-frames", type=int, help="re-preprocess the set from --raw with this many frames")
+    parser.add_argument("--frame-size", type=int, help="re-preprocess the set from --raw at this stored size")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw dataset for overrides (default: %(default)s)")
+    parser.add_argument("--temporal-views", type=int, default=1, help="windows per clip (needs --num-frames > the model's)")
+    parser.add_argument("--spatial-views", type=int, default=1, choices=(1, 3), help="1 centre crop or 3 crops")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--graphs", nargs="+", choices=GRAPHS, default=[], help="graphs to save (needs --save)")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="write result.json and the chosen graphs here")
+    args = parser.parse_args()
+    if args.graphs and not args.save:
+        raise UserError("--graphs writes PNG files: add --save DIR")
+    with tempfile.TemporaryDirectory(prefix="slr-test-") as tmp:
+        clips_dir = args.clips
+        if args.num_frames or args.frame_size:
+            manifest = load_manifest(args.clips)
+            index = load_index(args.raw / "WLASL_v0.3.json").first(len(manifest["glosses"]))
+            clips_dir = Path(tmp) / "clips"
+            preprocess(index, args.raw / "videos", clips_dir, args.num_frames or manifest["num_frames"],
+                       args.frame_size or manifest["frame_size"], sets=(args.set,))
+        result, labels, predicted, glosses = partial_test(
+            args.checkpoint, clips_dir, args.set, args.batch_size, args.shuffle, args.reverse,
+            args.temporal_views, args.spatial_views,
+        )
+    print(json.dumps(result, indent=2))
+    if args.save:
+        write_json(args.save / "result.json", result)
+        scores = per_class_scores(labels, predicted, glosses)
+        figures = {
+            "confusion": lambda: confusion_figure(labels, predicted, glosses),
+            "bars": lambda: per_class_bar_figure(scores),
+            "heatmap": lambda: per_class_heatmap_figure(scores),
+        }
+        for name in args.graphs:
+            save_figure(figures[name](), args.save / f"{name}.png")
+        print(f"saved to {args.save}")
+
+
+def cli() -> None:
+    """Console entry point (`slr-test`)."""
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()
