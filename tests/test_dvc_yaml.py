@@ -17,7 +17,8 @@ STAGES = DVC_YAML["stages"]
 
 
 def _params_read(script: str) -> set[str]:
-    """Dotted params paths a stage script reads: chains of attributes on `params` (or a local alias of one)."""
+    """Dotted params paths a stage script reads: attribute chains on `params`, on `load_params(...)`, or on a local
+    alias of either (`p = params.train`)."""
     tree = ast.parse((REPO / script).read_text())
     aliases = {"params": ""}
     for node in ast.walk(tree):  # `p = params.train` makes p an alias of "train"
@@ -42,6 +43,8 @@ def _chain(node: ast.AST, aliases: dict[str, str]) -> str | None:
         node = node.value
     if isinstance(node, ast.Name) and node.id in aliases:
         return ".".join(filter(None, [aliases[node.id], *reversed(parts)]))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "load_params" and parts:
+        return ".".join(reversed(parts))  # load_params(...).evaluate
     return None
 
 

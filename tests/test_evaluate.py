@@ -18,7 +18,9 @@ from slr.evaluate import entropy_bands, full_test, load_model, load_set, order_s
 from slr.params import SyntheticParams
 from slr.train import train
 
-SMALL = SyntheticParams(seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, size=32, fps=25)
+SMALL = SyntheticParams(
+    seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, size=32, fps=25
+)
 
 
 @pytest.fixture(scope="module")

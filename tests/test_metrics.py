@@ -52,7 +52,8 @@ def test_k_is_clamped_to_the_number_of_classes() -> None:
 def test_average_loss_matches_sklearn_log_loss() -> None:
     logits, labels = _random_set()
     probs = torch.softmax(logits.double(), 1).numpy()
-    assert average_loss(logits, labels) == pytest.approx(log_loss(labels.numpy(), probs, labels=np.arange(12)), rel=1e-5)
+    expected = log_loss(labels.numpy(), probs, labels=np.arange(12))
+    assert average_loss(logits, labels) == pytest.approx(expected, rel=1e-5)
 
 
 def test_base_result_has_the_original_shape() -> None:

@@ -35,7 +35,8 @@ def _merge(base: dict, update: dict) -> None:
 
 def _sh(cwd: Path, *args: str, stdout_only: bool = False) -> str:
     """Run a command with the test's Python first on PATH (DVC stages call `python`); return its output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout if stdout_only else result.stdout + result.stderr
@@ -134,5 +135,9 @@ def test_plots_diff_overlays_two_experiments(repo: Path) -> None:
         assert len({v["rev"] for v in values}) == 2, name
     order = plots["frame-order"][0]["content"]["data"]["values"]
     assert {v["condition"] for v in order} == {
-        "val, ordered", "test, ordered", "test, reversed", "test, shuffled (one permutation)", "test, shuffled (mean of 4)"
+        "val, ordered",
+        "test, ordered",
+        "test, reversed",
+        "test, shuffled (one permutation)",
+        "test, shuffled (mean of 4)",
     }

@@ -65,7 +65,8 @@ def test_preprocess_skips_and_reports_bad_videos(broken_set: Path, tmp_path: Pat
     clips = np.load(tmp_path / "clips" / "train.npy")
     assert clips.shape == (4, 8, 16, 16, 3) and clips.dtype == np.uint8
     assert clips.reshape(4, -1).std(axis=1).min() > 0  # every stored row holds a real clip
-    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["manifest.json", "test.npy", "train.npy", "val.npy"]
+    stored = sorted(p.name for p in (tmp_path / "clips").iterdir())
+    assert stored == ["manifest.json", "test.npy", "train.npy", "val.npy"]
     dataset = ClipDataset(tmp_path / "clips", "train", 12, train=True, flip=False, seed=0)
     clip, label = dataset[3]
     assert tuple(clip.shape) == (8, 12, 12, 3) and label == 1

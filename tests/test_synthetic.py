@@ -11,7 +11,9 @@ from slr.data.video import read_frames
 from slr.errors import UserError
 from slr.params import SyntheticParams
 
-SMALL = SyntheticParams(seed=3, pairs=2, signers=3, train_per_class=3, val_per_class=1, test_per_class=2, size=32, fps=25)
+SMALL = SyntheticParams(
+    seed=3, pairs=2, signers=3, train_per_class=3, val_per_class=1, test_per_class=2, size=32, fps=25
+)
 WLASL_FIELDS = {"bbox", "fps", "frame_end", "frame_start", "instance_id", "signer_id", "source", "split", "url",
                 "variation_id", "video_id"}
 

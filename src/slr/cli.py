@@ -14,7 +14,9 @@ def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParse
     """An argument parser described by the command's docstring, with the shared --params option if `params`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if params:
-        parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+        parser.add_argument(
+            "--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)"
+        )
     return parser
 
 

@@ -53,7 +53,9 @@ def check_input(name: str, num_frames: int, size: int) -> None:
     min_frames = meta.get("min_temporal_size") or 1
     min_h, min_w = meta["min_size"]
     if name in EXACT_INPUT and (num_frames, size) != (min_frames, min_h):
-        raise UserError(f"{name} takes exactly {min_frames} frames at {min_h}x{min_w}, got {num_frames} at {size}x{size}")
+        raise UserError(
+            f"{name} takes exactly {min_frames} frames at {min_h}x{min_w}, got {num_frames} at {size}x{size}"
+        )
     if num_frames < min_frames or size < max(min_h, min_w):
         raise UserError(
             f"{name} needs at least {min_frames} frames at {min_h}x{min_w}, got {num_frames} at {size}x{size}; "

@@ -85,7 +85,8 @@ def confusion_figure(labels: list[int], predicted: list[int], glosses: list[str]
     ax.set_yticks(ticks, [glosses[i] for i in shown])
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
+            colour = "white" if count > matrix.max() / 2 else "black"
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=colour)
     ax.set(xlabel="predicted", ylabel="actual", title=title)
     return fig
 
