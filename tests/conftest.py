@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # The real WLASL metadata lives beside the checkout (never in git); WLASL_METADATA overrides the location.
@@ -17,3 +21,63 @@ def wlasl_dir() -> Path:
     if not (WLASL_DIR / "WLASL_v0.3.json").is_file():
         pytest.skip(f"real WLASL metadata not found in {WLASL_DIR} (set WLASL_METADATA to its folder)")
     return WLASL_DIR
+
+
+# The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute.
+TINY = {
+    "data": {"synthetic": {"pairs": 2, "signers": 3, "train_per_class": 6, "val_per_class": 2, "test_per_class": 3,
+                           "size": 32}},
+    "preprocess": {"num_frames": 8, "frame_size": 20},
+    "train": {"epochs": 2, "batch_size": 4, "crop_size": 16},
+    "evaluate": {"batch_size": 5, "sweep_count": 4},
+}
+
+
+def _merge(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def sh(cwd: Path, *args: str, stdout_only: bool = False) -> str:
+    """Run a command with the test's Python first on PATH (DVC stages call `python`); return its output."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout if stdout_only else result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's git-visible files as a new git repo, with tiny params, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        src = REPO / name
+        if src.is_file() and not name.startswith(("metrics/", "plots/", "models/")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / name)
+    (root / "dvc.lock").unlink(missing_ok=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    _merge(params, TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sh(root, "dvc", "repro")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mc3_experiment(repo: Path) -> str:
+    """The tiny repo's baseline committed, plus an experiment `mc3` (-S model=MC3_18); returns its name."""
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    sh(repo, "dvc", "exp", "run", "-n", "mc3", "-S", "model=MC3_18")
+    return "mc3"
