@@ -6,7 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PYTHON=${PYTHON:-python3.11}
+# Python 3.11: $PYTHON if set, else python3.11, else a python3 that is 3.11.
+if [[ -z ${PYTHON:-} ]]; then
+    PYTHON=python3.11
+    if ! command -v python3.11 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+        PYTHON=python3
+    fi
+fi
 VENV=.venv
 STAMP=$VENV/.installed
 

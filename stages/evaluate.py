@@ -28,7 +28,8 @@ def main() -> None:
     result, predictions = full_test(model, meta, args.clips_dir, p.batch_size, p.shuffle_seed)
     study = order_study(model, meta, args.clips_dir, p.batch_size, p.sweep_count, p.sweep_seed)
     write_json(args.metrics, result)
-    write_json(args.order_metrics, {k: v for k, v in study.items() if k != "sweep"})
+    ordered = {f"top{k}": result["test"]["top_k_per_instance_acc"][f"top{k}"] for k in (1, 5)}
+    write_json(args.order_metrics, {"ordered": ordered, **{k: v for k, v in study.items() if k != "sweep"}})
     write_plots(args.plots_dir, result, study, predictions)
     top1 = {k: result[k]["top_k_per_instance_acc"]["top1"] for k in ("test", "test_shuff")}
     print(

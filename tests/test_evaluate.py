@@ -65,7 +65,7 @@ def test_views_average_probabilities(trained: Path) -> None:
 def test_order_study(trained: Path) -> None:
     model, meta = load_model(trained / "models" / "best.pth")
     study = order_study(model, meta, trained / "clips", batch_size=6, count=5, seed=0)
-    assert len(study["sweep"]) == 5 and set(study["ordered"]) == {"top1", "top5"}
+    assert len(study["sweep"]) == 5 and set(study["reversed"]) == {"top1", "top5"}
     assert sum(band["count"] for band in study["by_entropy"].values()) == 5
 
 
