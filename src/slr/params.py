@@ -67,6 +67,14 @@ class TrainParams:
     crop_size: int  # random crop (train) / centre crop (eval) taken from the stored frame_size
     hflip: bool  # a flip mirrors the signing hand: off by default
 
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "at least 1", self.epochs)
+        _require(self.batch_size >= 1, "train.batch_size", "at least 1", self.batch_size)
+        _require(self.lr > 0, "train.lr", "positive", self.lr)
+        _require(self.weight_decay >= 0, "train.weight_decay", "zero or positive", self.weight_decay)
+        _require(0 <= self.dropout < 1, "train.dropout", "in [0, 1)", self.dropout)
+        _require(self.crop_size >= 1, "train.crop_size", "at least 1", self.crop_size)
+
 
 @dataclass(frozen=True)
 class EvaluateParams:
@@ -74,6 +82,10 @@ class EvaluateParams:
     shuffle_seed: int  # seeds the one frame permutation of the shuffled test
     sweep_count: int  # permutations in the order study, from barely to fully shuffled
     sweep_seed: int
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "evaluate.batch_size", "at least 1", self.batch_size)
+        _require(self.sweep_count >= 1, "evaluate.sweep_count", "at least 1", self.sweep_count)
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,11 @@ class Params:
 
 
 T = TypeVar("T")
+
+
+def _require(ok: bool, key: str, rule: str, value: object) -> None:
+    if not ok:
+        raise UserError(f"params.yaml: {key} must be {rule}, got {value!r}")
 
 
 def load_params(path: str | Path) -> Params:
