@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from slr.data.metadata import load_index
 from slr.data.preprocess import preprocess
 from slr.data.synthetic import generate
+from slr.data.transforms import three_crops
 from slr.errors import UserError
 from slr.evaluate import entropy_bands, full_test, load_model, load_set, order_study, predict
 from slr.params import SyntheticParams
@@ -56,8 +58,10 @@ def test_views_average_probabilities(trained: Path) -> None:
     model, meta = load_model(trained / "models" / "best.pth")
     clips, _, _ = load_set(trained / "clips", "test")
     three = predict(model, clips, meta, 4, spatial_views=3)
-    assert torch.allclose(three.exp().sum(1), torch.ones(len(clips)), atol=1e-5)  # log of averaged probabilities
-    assert not torch.allclose(three, predict(model, clips, meta, 4))
+    single = [predict(model, np.ascontiguousarray(c), meta, 4) for c in three_crops(np.asarray(clips), 16)]
+    expected = torch.stack(single).exp().mean(0).log()  # log of the three crops' mean probability
+    assert torch.allclose(three, expected, atol=1e-5)
+    assert not torch.allclose(three, single[1], atol=1e-3)
     with pytest.raises(UserError, match="temporal views need clips longer than the model's 8 frames"):
         predict(model, clips, meta, 4, temporal_views=2)
 

@@ -45,6 +45,9 @@ def test_yaml12_float_spelling_is_a_float(tmp_path: Path) -> None:
         (lambda raw: raw["train"].update(dropout=1.0), "train.dropout must be in [0, 1), got 1.0"),
         (lambda raw: raw["train"].update(lr=0), "train.lr must be positive"),
         (lambda raw: raw["evaluate"].update(sweep_count=0), "evaluate.sweep_count must be at least 1"),
+        (lambda raw: raw.update(seed=-1), "seed must be zero or positive, got -1"),
+        (lambda raw: raw["data"]["synthetic"].update(seed=-3), "data.synthetic.seed must be zero or positive"),
+        (lambda raw: raw["preprocess"].update(num_frames=1), "preprocess.num_frames must be at least 2"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, edit, message: str) -> None:

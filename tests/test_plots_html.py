@@ -29,7 +29,9 @@ def test_plots_diff_html_renders_both_runs(repo: Path, mc3_experiment: str, tmp_
     sh(repo, "dvc", "plots", "diff", "HEAD", mc3_experiment, "-o", str(out))
     html = (out / "index.html").read_text()
     for package, version in re.findall(r"https://cdn\.jsdelivr\.net/npm/([a-z-]+)@([\d.]+)", html):
-        subprocess.run([NPM, "pack", f"{package}@{version}"], cwd=tmp_path, check=True, capture_output=True)
+        fetched = subprocess.run([NPM, "pack", f"{package}@{version}"], cwd=tmp_path, capture_output=True, timeout=120)
+        if fetched.returncode != 0:
+            pytest.skip(f"npm could not fetch {package}@{version} (no registry access?)")
         shutil.unpack_archive(tmp_path / f"{package}-{version}.tgz", tmp_path / package)
         local = (tmp_path / package / "package" / "build" / f"{package}.min.js").as_uri()
         html = html.replace(f"https://cdn.jsdelivr.net/npm/{package}@{version}", local)

@@ -27,6 +27,7 @@ def test_permutation_is_seeded_and_complete() -> None:
 def test_sweep_spans_low_to_high_entropy() -> None:
     perms = sweep_permutations(16, 24, seed=0)
     assert len(perms) == 24 and all(sorted(p) == list(range(16)) for p in perms)
+    assert all(p != list(range(16)) for p in perms)  # every permutation really moves frames
     entropies = [shannon_entropy(p) for p in perms]
     assert min(entropies) < 2.0 and max(entropies) > 3.0
     assert sweep_permutations(16, 24, seed=0) == perms

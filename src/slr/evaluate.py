@@ -7,6 +7,7 @@ order study never decodes video again.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,9 @@ def predict(
     """
     if spatial_views not in (1, 3):
         raise UserError(f"spatial views must be 1 or 3, got {spatial_views}")
-    length, frames = meta["num_frames"], clips.shape[1]
+    length, frames, size = meta["num_frames"], clips.shape[1], meta["crop_size"]
+    if clips.shape[2] < size:
+        raise UserError(f"clips of {clips.shape[2]}x{clips.shape[2]} are smaller than the model's {size}x{size} crop")
     if temporal_views > 1 and frames <= length:
         raise UserError(
             f"{temporal_views} temporal views need clips longer than the model's {length} frames, got {frames}; "
@@ -74,15 +77,15 @@ def predict(
         views = []
         for start in starts:
             window = batch if start is None else batch[:, start : start + length]
-            size = meta["crop_size"]
             views += three_crops(window, size) if spatial_views == 3 else [center_crop(window, size)]
-        probs = [
+        log_probs = torch.stack([
             model(to_model_input(torch.from_numpy(np.ascontiguousarray(view)).to(device), meta["mean"], meta["std"]))
             .float()
-            .softmax(1)
+            .log_softmax(1)
             for view in views
-        ]
-        outputs.append(torch.stack(probs).mean(0).log().cpu())
+        ])
+        # log of the views' mean probability, without underflowing to log(0) = -inf
+        outputs.append((log_probs.logsumexp(0) - math.log(len(views))).cpu())
     return torch.cat(outputs)
 
 

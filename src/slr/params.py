@@ -37,6 +37,9 @@ class SyntheticParams:
     size: int  # frame width and height in pixels
     fps: int
 
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "data.synthetic.seed", "zero or positive", self.seed)
+
 
 @dataclass(frozen=True)
 class DataParams:
@@ -55,6 +58,10 @@ class DataParams:
 class PreprocessParams:
     num_frames: int
     frame_size: int  # stored clips are frame_size x frame_size (short side resized, then centre-cropped)
+
+    def __post_init__(self) -> None:
+        _require(self.num_frames >= 2, "preprocess.num_frames", "at least 2 (frame order needs two)", self.num_frames)
+        _require(self.frame_size >= 8, "preprocess.frame_size", "at least 8", self.frame_size)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class EvaluateParams:
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "evaluate.batch_size", "at least 1", self.batch_size)
+        _require(self.shuffle_seed >= 0, "evaluate.shuffle_seed", "zero or positive", self.shuffle_seed)
+        _require(self.sweep_seed >= 0, "evaluate.sweep_seed", "zero or positive", self.sweep_seed)
         _require(self.sweep_count >= 1, "evaluate.sweep_count", "at least 1", self.sweep_count)
 
 
@@ -96,6 +105,9 @@ class Params:
     preprocess: PreprocessParams
     train: TrainParams
     evaluate: EvaluateParams
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", "zero or positive", self.seed)
 
 
 T = TypeVar("T")

@@ -18,6 +18,7 @@ from slr.data.preprocess import preprocess
 from slr.errors import UserError
 from slr.evaluate import load_model, load_set, predict, score
 from slr.files import write_json
+from slr.models import check_input
 from slr.plots import confusion_figure, per_class_bar_figure, per_class_heatmap_figure, per_class_scores, save_figure
 from slr.shuffle import make_permutation, shannon_entropy
 
@@ -40,8 +41,13 @@ def partial_test(
         raise UserError("choose --shuffle or --reverse, not both")
     model, meta = load_model(checkpoint)
     clips, labels, missing = load_set(clips_dir, set_name)
-    meta = {**meta, "num_frames": min(meta["num_frames"], clips.shape[1])}  # a longer clip is cut in windows
+    glosses = load_manifest(clips_dir)["glosses"]
+    if len(glosses) != meta["num_classes"]:
+        raise UserError(f"{clips_dir} has {len(glosses)} classes, the checkpoint {meta['num_classes']}: another split")
     length = clips.shape[1]
+    # One temporal view sees the whole clip (any frame count the model takes); several see windows of the
+    # trained length.
+    check_input(meta["model"], length if temporal_views == 1 else meta["num_frames"], meta["crop_size"])
     perm = make_permutation(length, shuffle_seed) if shuffle_seed is not None else None
     perm = list(range(length - 1, -1, -1)) if reverse else perm
     logits = predict(model, clips, meta, batch_size, perm, temporal_views, spatial_views)
@@ -50,7 +56,7 @@ def partial_test(
         result |= {"perm": perm, "shannon_entropy": shannon_entropy(perm)}
     result["protocol"] = {"num_frames": length, "frame_size": clips.shape[2], "crop_size": meta["crop_size"],
                           "temporal_views": temporal_views, "spatial_views": spatial_views}
-    return result, labels.tolist(), logits.argmax(1).tolist(), load_manifest(clips_dir)["glosses"]
+    return result, labels.tolist(), logits.argmax(1).tolist(), glosses
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,7 @@ def fit(
         for name, scores in (("train", train), ("val", val)):
             live.log_metric(f"{name}/loss", scores.loss)
             live.log_metric(f"{name}/acc", scores.acc)
-        improved = not best or val.loss < best["val_loss"]
+        improved = not best or math.isnan(best["val_loss"]) or val.loss < best["val_loss"]
         if improved:
             best = {"epoch": epoch, "val_loss": val.loss, "val_acc": val.acc}
             save_checkpoint(out_dir / "best.pth", {**meta, **best, "state_dict": model.state_dict()})

@@ -92,9 +92,7 @@ def preprocess(
     the ids skipped as missing or unreadable.
     """
     if num_frames < 1 or frame_size < 8:
-        raise UserError(
-            f"params.yaml: need preprocess.num_frames >= 1 and frame_size >= 8, got {num_frames}, {frame_size}"
-        )
+        raise UserError(f"need at least 1 frame of at least 8x8 pixels per clip, got {num_frames} of {frame_size}")
     workers = workers or os.cpu_count() or 1
     manifest: dict = {"glosses": list(index.glosses), "num_frames": num_frames, "frame_size": frame_size, "sets": {}}
     report: dict = {"classes": len(index.glosses)}
