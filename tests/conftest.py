@@ -68,8 +68,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _merge(params, TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "init", "-q")
+    # `dvc exp run` commits too: give the repo its own identity, whatever the machine's git config holds.
+    sh(root, "git", "config", "user.name", "slr tests")
+    sh(root, "git", "config", "user.email", "tests@slr.invalid")
     sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sh(root, "git", "commit", "-qm", "init")
     sh(root, "dvc", "repro")
     return root
 
@@ -78,6 +81,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mc3_experiment(repo: Path) -> str:
     """The tiny repo's baseline committed, plus an experiment `mc3` (-S model=MC3_18); returns its name."""
     sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    sh(repo, "git", "commit", "-qm", "baseline")
     sh(repo, "dvc", "exp", "run", "-n", "mc3", "-S", "model=MC3_18")
     return "mc3"
