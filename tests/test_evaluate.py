@@ -16,7 +16,8 @@ from slr.data.preprocess import preprocess
 from slr.data.synthetic import generate
 from slr.data.transforms import three_crops
 from slr.errors import UserError
-from slr.evaluate import entropy_bands, full_test, load_model, load_set, order_study, predict
+from slr.data.dataset import load_set
+from slr.evaluate import entropy_bands, full_test, load_model, order_study, predict
 from slr.params import SyntheticParams
 from slr.train import train
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slr.checkpoint import load_checkpoint
-from slr.data.dataset import load_manifest
+from slr.data.dataset import load_manifest, load_set
 from slr.data.transforms import center_crop, three_crops, to_model_input
 from slr.errors import UserError
 from slr.metrics import base_result, per_instance_accuracy
@@ -29,16 +29,6 @@ def load_model(path: Path) -> tuple[nn.Module, dict]:
     model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["dropout"])
     model.load_state_dict(checkpoint.pop("state_dict"))
     return model.eval(), checkpoint
-
-
-def load_set(clips_dir: Path, set_name: str) -> tuple[np.ndarray, torch.Tensor, int]:
-    """One set's clips (memory-mapped uint8 (N, T, H, W, C)), labels, and number of videos listed but missing."""
-    manifest = load_manifest(clips_dir)
-    if set_name not in manifest["sets"]:
-        raise UserError(f"unknown set {set_name!r}; valid: {', '.join(manifest['sets'])}")
-    entry = manifest["sets"][set_name]
-    clips = np.load(clips_dir / f"{set_name}.npy", mmap_mode="r")
-    return clips, torch.tensor(entry["labels"]), len(entry["missing"]) + len(entry["unreadable"])
 
 
 @torch.no_grad()

@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.data.dataset import load_manifest
+from slr.data.dataset import load_manifest, load_set
 from slr.data.metadata import SETS, load_index
 from slr.data.preprocess import preprocess
 from slr.errors import UserError
-from slr.evaluate import load_model, load_set, predict, score
+from slr.evaluate import load_model, predict, score
 from slr.files import write_json
 from slr.models import check_input
 from slr.plots import confusion_figure, per_class_bar_figure, per_class_heatmap_figure, per_class_scores, save_figure

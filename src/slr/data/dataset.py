@@ -22,6 +22,16 @@ def load_manifest(clips_dir: Path) -> dict:
     return read_json(path)
 
 
+def load_set(clips_dir: Path, set_name: str) -> tuple[np.ndarray, torch.Tensor, int]:
+    """One set's clips (memory-mapped uint8 (N, T, H, W, C)), labels, and number of videos listed but missing."""
+    manifest = load_manifest(clips_dir)
+    if set_name not in manifest["sets"]:
+        raise UserError(f"unknown set {set_name!r}; valid: {', '.join(manifest['sets'])}")
+    entry = manifest["sets"][set_name]
+    clips = np.load(clips_dir / f"{set_name}.npy", mmap_mode="r")
+    return clips, torch.tensor(entry["labels"]), len(entry["missing"]) + len(entry["unreadable"])
+
+
 class ClipDataset(Dataset):
     """Items are (uint8 clip (T, crop, crop, C), label).
 
@@ -30,11 +40,8 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, clips_dir: Path, set_name: str, crop_size: int, train: bool, flip: bool, seed: int) -> None:
-        manifest = load_manifest(clips_dir)
-        if set_name not in manifest["sets"]:
-            raise UserError(f"unknown set {set_name!r}; valid: {', '.join(manifest['sets'])}")
-        self.labels = manifest["sets"][set_name]["labels"]
-        self.clips = np.load(clips_dir / f"{set_name}.npy", mmap_mode="r")  # uint8 (N, T, H, W, C)
+        self.clips, labels, _ = load_set(clips_dir, set_name)  # uint8 (N, T, H, W, C)
+        self.labels = labels.tolist()
         if crop_size > self.clips.shape[2]:
             raise UserError(
                 f"crop size {crop_size} is larger than the stored frame size {self.clips.shape[2]}; "
