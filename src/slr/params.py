@@ -64,23 +64,76 @@ class PreprocessParams:
         _require(self.frame_size >= 8, "preprocess.frame_size", "at least 8", self.frame_size)
 
 
+SCHEDULERS: tuple[str, ...] = ("none", "cosine", "warm_restarts", "plateau")
+AMP_MODES: tuple[str, ...] = ("bf16", "fp16", "off")
+
+
 @dataclass(frozen=True)
-class TrainParams:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    dropout: float
-    crop_size: int  # random crop (train) / centre crop (eval) taken from the stored frame_size
-    hflip: bool  # a flip mirrors the signing hand: off by default
+class SchedulerParams:
+    """Learning-rate schedule, stepped once per epoch after an optional linear warm-up."""
+
+    name: str  # one of SCHEDULERS
+    warmup_epochs: int  # linear warm-up from lr/(warmup_epochs+1) to lr; 0 = none
+    t0: int  # warm_restarts: epochs in the first cosine cycle
+    factor: float  # plateau: lr multiplier when val loss stops improving
+    patience: int  # plateau: epochs without improvement before the lr is cut
 
     def __post_init__(self) -> None:
+        if self.name not in SCHEDULERS:
+            raise UserError(
+                f"params.yaml: unknown train.scheduler.name {self.name!r}; valid: {', '.join(SCHEDULERS)}"
+            )
+        _require(self.warmup_epochs >= 0, "train.scheduler.warmup_epochs", "zero or positive", self.warmup_epochs)
+        _require(self.t0 >= 1, "train.scheduler.t0", "at least 1", self.t0)
+        _require(0 < self.factor < 1, "train.scheduler.factor", "in (0, 1)", self.factor)
+        _require(self.patience >= 0, "train.scheduler.patience", "zero or positive", self.patience)
+
+
+@dataclass(frozen=True)
+class EarlyStoppingParams:
+    """Stop when val loss has not improved by more than `min_delta` for `patience` epochs (patience 0 = off)."""
+
+    patience: int
+    min_delta: float
+
+    def __post_init__(self) -> None:
+        _require(self.patience >= 0, "train.early_stopping.patience", "zero (off) or positive", self.patience)
+        _require(self.min_delta >= 0, "train.early_stopping.min_delta", "zero or positive", self.min_delta)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    pretrained: str  # "none", "kinetics" (torchvision's Kinetics-400 weights) or a path to a weights file
+    epochs: int  # the most epochs; early stopping may end sooner
+    batch_size: int  # clips per forward pass, per process
+    accumulate: int  # forward passes per optimizer step: effective batch = batch_size x accumulate x processes
+    backbone_lr: float
+    head_lr: float  # the new head learns from scratch, so it may take a larger step than the backbone
+    weight_decay: float
+    eps: float  # AdamW epsilon
+    dropout: float
+    scheduler: SchedulerParams
+    early_stopping: EarlyStoppingParams
+    crop_size: int  # random crop (train) / centre crop (eval) taken from the stored frame_size
+    hflip: bool  # a flip mirrors the signing hand: off by default
+    amp: str  # CUDA autocast dtype: bf16, fp16 (with gradient scaling) or off; CPU always trains in fp32
+    channels_last: bool  # CUDA only: channels-last 3D memory format for convolutions
+    nproc_per_node: int  # > 1: the stage relaunches itself under torchrun with this many processes (DDP)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.pretrained), "train.pretrained", "none, kinetics or a weights file path", self.pretrained)
         _require(self.epochs >= 1, "train.epochs", "at least 1", self.epochs)
         _require(self.batch_size >= 1, "train.batch_size", "at least 1", self.batch_size)
-        _require(self.lr > 0, "train.lr", "positive", self.lr)
+        _require(self.accumulate >= 1, "train.accumulate", "at least 1", self.accumulate)
+        _require(self.backbone_lr > 0, "train.backbone_lr", "positive", self.backbone_lr)
+        _require(self.head_lr > 0, "train.head_lr", "positive", self.head_lr)
         _require(self.weight_decay >= 0, "train.weight_decay", "zero or positive", self.weight_decay)
+        _require(self.eps > 0, "train.eps", "positive", self.eps)
         _require(0 <= self.dropout < 1, "train.dropout", "in [0, 1)", self.dropout)
         _require(self.crop_size >= 1, "train.crop_size", "at least 1", self.crop_size)
+        if self.amp not in AMP_MODES:
+            raise UserError(f"params.yaml: unknown train.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}")
+        _require(self.nproc_per_node >= 1, "train.nproc_per_node", "at least 1", self.nproc_per_node)
 
 
 @dataclass(frozen=True)
