@@ -6,6 +6,14 @@ torchvision weights entry, so they cannot drift from what the backbone was train
 
 from __future__ import annotations
 
+import socket
+import urllib.error
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 from torchvision.models._api import WeightsEnum
@@ -63,12 +71,82 @@ def check_input(name: str, num_frames: int, size: int) -> None:
         )
 
 
-def build_model(name: str, num_classes: int, dropout: float) -> nn.Module:
-    """A randomly initialised `name` whose head is Dropout(dropout) + a layer sized to `num_classes`."""
+def build_model(name: str, num_classes: int, dropout: float, pretrained: str = "none") -> nn.Module:
+    """`name` with a new head, Dropout(dropout) + a layer sized to `num_classes`, on a backbone that is randomly
+    initialised (`pretrained` "none"), torchvision's Kinetics-400 weights ("kinetics") or read from a file path."""
     builder, head_attr = _entry(name)
     model = get_model(builder, weights=None)
+    if pretrained != "none":
+        _load_backbone(model, head_attr, _pretrained_state(name, pretrained), pretrained)
     setattr(model, head_attr, _new_head(getattr(model, head_attr), num_classes, dropout))
     return model
+
+
+# A download that cannot reach its server must fail in seconds, not hang: urllib has no timeout of its own.
+DOWNLOAD_TIMEOUT_S = 10.0
+
+
+def weights_file(name: str) -> tuple[str, Path]:
+    """(url, cache path) of `name`'s Kinetics weights: torch.hub keeps them in $TORCH_HOME/hub/checkpoints."""
+    url = kinetics_weights(name).url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
+    if pretrained == "kinetics":
+        url, path = weights_file(name)
+        try:
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                # Reads the cached file if present; downloads it (hash-checked, written atomically) otherwise.
+                return torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise UserError(
+                f"cannot download the {name} Kinetics weights ({getattr(exc, 'reason', exc)}); offline, fetch {url} "
+                f"by hand and put it at {path} (the torch hub cache under TORCH_HOME), or set train.pretrained to "
+                "a local weights file"
+            ) from None
+    path = Path(pretrained)
+    if not path.is_file():
+        raise UserError(
+            f"train.pretrained: weights file {path} not found; use none, kinetics or the path of a weights file"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise UserError(f"train.pretrained: {path} is not a torch weights file ({exc})") from None
+    # This project's own checkpoints keep the weights under "state_dict" beside their metadata.
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_backbone(model: nn.Module, head_attr: str, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every weight but the classification head's (which is replaced), failing if the backbone does not fit."""
+    backbone = {k: v for k, v in state.items() if not k.startswith(f"{head_attr}.")}
+    try:
+        result = model.load_state_dict(backbone, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise UserError(f"train.pretrained: weights from {source} do not fit this model ({exc})") from None
+    missing = [k for k in result.missing_keys if not k.startswith(f"{head_attr}.")]
+    if missing or result.unexpected_keys:
+        first = (missing or result.unexpected_keys)[0]
+        raise UserError(
+            f"train.pretrained: weights from {source} do not fit this model "
+            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected keys, e.g. {first!r})"
+        )
+
+
+def head_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
+    """The new classification head's parameters (they get their own learning rate)."""
+    return list(getattr(model, _entry(name)[1]).parameters())
 
 
 def _new_head(old: nn.Module, num_classes: int, dropout: float) -> nn.Module:
