@@ -1,0 +1,89 @@
+"""Data-parallel training with torchrun: who this process is, summing scores across processes, and the relaunch
+that lets one DVC stage start several processes.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is the single process of an ordinary run, and
+every helper here degrades to a no-op, so the training loop has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from slr.errors import UserError
+
+
+@dataclass(frozen=True)
+class Process:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 is the one writer of checkpoints, metrics and logs."""
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        """Print on rank 0 only, so an N-process run logs each line once."""
+        if self.is_main:
+            print(message, flush=True)
+
+    @property
+    def loader_workers(self) -> int:
+        """DataLoader workers: on a GPU box they keep batches coming while the GPU computes; on CPU they would only
+        take cores from the model (augmentation is seeded per clip, so the count never changes results)."""
+        return min(8, (os.cpu_count() or 1) // self.world_size) if self.device.type == "cuda" else 0
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def start() -> Process:
+    """Join the process group if launched by torchrun (NCCL on GPUs, gloo on CPU) and pick this process's device."""
+    if not under_torchrun():
+        return Process(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"process {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+                "lower train.nproc_per_node to the number of GPUs"
+            )
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend)
+    return Process(dist.get_rank(), dist.get_world_size(), device)
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def sum_across(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of `values` over every process (the tensor itself in a single-process run)."""
+    if dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
+    """Run this same command as `nproc_per_node` processes under torchrun on this machine; return its exit code.
+
+    Multi-node runs start torchrun on each node themselves (see README); this covers the one-machine case that
+    `dvc repro` launches.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
+               *argv]
+    print(f"train: launching {nproc_per_node} processes: {' '.join(command[1:])}", flush=True)
+    return subprocess.run(command, check=False).returncode
