@@ -1,11 +1,14 @@
 """DVC stage `train`: train params.model on the preprocessed train set, selecting on validation loss.
 
-Writes OUT_DIR/best.pth, OUT_DIR/last.pth and OUT_DIR/data_info.json, and per-epoch loss/accuracy through dvclive
-to LIVE_DIR.
+Writes OUT_DIR/best.pth (lowest val loss), OUT_DIR/last.pth (the full state of the run, from which a killed run
+resumes) and OUT_DIR/data_info.json, and per-epoch loss/accuracy through dvclive to LIVE_DIR. With
+train.nproc_per_node > 1 it relaunches itself under torchrun (DDP); started by torchrun, it joins that process group.
 """
 
+import sys
 from pathlib import Path
 
+from slr import distributed
 from slr.cli import run_main, stage_parser
 from slr.params import load_params
 from slr.train import train
@@ -18,21 +21,9 @@ def main() -> None:
     parser.add_argument("live_dir", type=Path, help="dvclive folder for training curves (dvc.yaml: metrics/train)")
     args = parser.parse_args()
     params = load_params(args.params)
-    p = params.train
-    train(
-        args.clips_dir,
-        args.out_dir,
-        args.live_dir,
-        model_name=params.model,
-        seed=params.seed,
-        epochs=p.epochs,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        weight_decay=p.weight_decay,
-        dropout=p.dropout,
-        crop_size=p.crop_size,
-        hflip=p.hflip,
-    )
+    if params.train.nproc_per_node > 1 and not distributed.under_torchrun():
+        sys.exit(distributed.relaunch(params.train.nproc_per_node, sys.argv))
+    train(args.clips_dir, args.out_dir, args.live_dir, model_name=params.model, seed=params.seed, p=params.train)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slr.params import TrainParams, from_dict
+
 REPO = Path(__file__).resolve().parents[1]
 # The real WLASL metadata lives beside the checkout (never in git); WLASL_METADATA overrides the location.
 WLASL_DIR = Path(os.environ.get("WLASL_METADATA", REPO.parent / "shared" / "wlasl"))
@@ -31,6 +33,13 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 4, "crop_size": 16},
     "evaluate": {"batch_size": 5, "sweep_count": 4},
 }
+
+
+def train_params(**overrides: object) -> TrainParams:
+    """params.yaml's train section with `overrides` (nested sections as dicts), e.g. train_params(epochs=1)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    _merge(raw, overrides)
+    return from_dict(TrainParams, raw, prefix="train.")
 
 
 def _merge(base: dict, update: dict) -> None:

@@ -21,6 +21,8 @@ from slr.evaluate import entropy_bands, full_test, load_model, order_study, pred
 from slr.params import SyntheticParams
 from slr.train import train
 
+from conftest import train_params
+
 SMALL = SyntheticParams(
     seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, size=32, fps=25
 )
@@ -33,8 +35,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(SMALL, root / "raw")
     index = load_index(root / "raw" / "WLASL_v0.3.json").subset("asl100")
     preprocess(index, root / "raw" / "videos", root / "clips", num_frames=8, frame_size=20, workers=1)
-    train(root / "clips", root / "models", root / "live", model_name="R3D_18", seed=0, epochs=1, batch_size=4,
-          lr=3e-4, weight_decay=1e-3, dropout=0.2, crop_size=16, hflip=False)
+    train(root / "clips", root / "models", root / "live", model_name="R3D_18", seed=0,
+          p=train_params(epochs=1, batch_size=4, crop_size=16))
     return root
 
 

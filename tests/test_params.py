@@ -21,13 +21,13 @@ def test_repository_params_load() -> None:
     params = load_params(REPO / "params.yaml")
     assert params.model == "R3D_18"
     assert params.data.source == "synthetic"
-    assert isinstance(params.train.lr, float)
+    assert isinstance(params.train.head_lr, float) and params.train.scheduler.name == "none"
 
 
 def test_yaml12_float_spelling_is_a_float(tmp_path: Path) -> None:
-    # `dvc exp run -S train.lr=1e-3` writes 1e-3, which PyYAML reads as a string.
-    path = _write(tmp_path, lambda raw: raw["train"].update(lr="1e-3"))
-    assert load_params(path).train.lr == 0.001
+    # `dvc exp run -S train.head_lr=1e-3` writes 1e-3, which PyYAML reads as a string.
+    path = _write(tmp_path, lambda raw: raw["train"].update(head_lr="1e-3"))
+    assert load_params(path).train.head_lr == 0.001
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,14 @@ def test_yaml12_float_spelling_is_a_float(tmp_path: Path) -> None:
         (lambda raw: raw.update(train=[1, 2]), "train must be a mapping"),
         (lambda raw: raw["train"].update(epochs=0), "train.epochs must be at least 1, got 0"),
         (lambda raw: raw["train"].update(dropout=1.0), "train.dropout must be in [0, 1), got 1.0"),
-        (lambda raw: raw["train"].update(lr=0), "train.lr must be positive"),
+        (lambda raw: raw["train"].update(backbone_lr=0), "train.backbone_lr must be positive"),
+        (lambda raw: raw["train"]["scheduler"].update(name="step"),
+         "unknown train.scheduler.name 'step'; valid: none, cosine, warm_restarts, plateau"),
+        (lambda raw: raw["train"]["scheduler"].update(t0=0), "train.scheduler.t0 must be at least 1"),
+        (lambda raw: raw["train"]["early_stopping"].update(patience=-1), "train.early_stopping.patience must be zero"),
+        (lambda raw: raw["train"].update(amp="fp8"), "unknown train.amp 'fp8'; valid: bf16, fp16, off"),
+        (lambda raw: raw["train"].update(accumulate=0), "train.accumulate must be at least 1"),
+        (lambda raw: raw["train"].update(pretrained=""), "train.pretrained must be none, kinetics or a weights"),
         (lambda raw: raw["evaluate"].update(sweep_count=0), "evaluate.sweep_count must be at least 1"),
         (lambda raw: raw.update(seed=-1), "seed must be zero or positive, got -1"),
         (lambda raw: raw["data"]["synthetic"].update(seed=-3), "data.synthetic.seed must be zero or positive"),

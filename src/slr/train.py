@@ -1,32 +1,72 @@
-"""Training: fit a model on the train set, keep the checkpoint with the best validation loss, log with dvclive."""
+"""Training: fit a model on the train set, keep the checkpoint with the best validation loss, log with dvclive,
+and resume a killed run from its last finished epoch.
+
+One code path serves a CPU run, a GPU run (AMP, channels-last) and a torchrun data-parallel run: `slr.distributed`
+says which process this is, and only rank 0 writes files.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import random
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dvclive import Live
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from tqdm import tqdm
 
-from slr.checkpoint import save_checkpoint
+from slr import distributed
+from slr.checkpoint import load_checkpoint, save_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest
+from slr.data.preprocess import MANIFEST
 from slr.data.transforms import to_model_input
+from slr.distributed import Process
 from slr.errors import UserError
 from slr.files import write_json
 from slr.models import build_model, check_input, count_parameters, normalization
+from slr.optim import EarlyStopping, Schedule, make_optimizer
+from slr.params import TrainParams
 
 
 @dataclass(frozen=True)
 class Scores:
     loss: float
     acc: float
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How batches meet the model: autocast dtype (None = fp32) and memory format. CUDA only; CPU is plain fp32."""
+
+    autocast: torch.dtype | None
+    channels_last: bool
+
+    @classmethod
+    def choose(cls, p: TrainParams, device: torch.device) -> Precision:
+        if device.type != "cuda":
+            return cls(None, False)
+        if p.amp == "bf16" and not torch.cuda.is_bf16_supported():
+            raise UserError("train.amp: this GPU has no bf16; set train.amp to fp16 or off")
+        return cls({"bf16": torch.bfloat16, "fp16": torch.float16}.get(p.amp), p.channels_last)
+
+    def context(self, device: torch.device) -> Any:
+        return torch.autocast(device.type, self.autocast) if self.autocast else nullcontext()
+
+    def inputs(self, clips: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+               ) -> torch.Tensor:
+        x = to_model_input(clips.to(device, non_blocking=True), mean, std)  # (B, C, T, H, W)
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
 
 def seed_everything(seed: int) -> None:
@@ -37,110 +77,268 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """A loader whose shuffling is a pure function of (seed, epoch); call `loader.sampler.set_epoch` each epoch."""
-    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+def train_loader(dataset: ClipDataset, batch_size: int, seed: int, process: Process) -> DataLoader:
+    """This process's shuffled share of the train set; the order is a pure function of (seed, epoch)."""
+    sampler = DistributedSampler(dataset, process.world_size, process.rank, shuffle=True, seed=seed)
+    return _loader(dataset, batch_size, process, sampler)
 
 
-def run_epoch(
+def eval_loader(dataset: ClipDataset, batch_size: int, process: Process) -> DataLoader:
+    """This process's share of an evaluation set: every clip exactly once over all processes (no padding, unlike
+    DistributedSampler, so the summed scores are exact)."""
+    share = Subset(dataset, range(process.rank, len(dataset), process.world_size))
+    return _loader(share, batch_size, process)
+
+
+def _loader(dataset: Dataset, batch_size: int, process: Process, sampler: Sampler | None = None) -> DataLoader:
+    workers = process.loader_workers
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=process.device.type == "cuda")
+
+
+def accumulation_sizes(num_samples: int, batch_size: int, accumulate: int) -> list[int]:
+    """For each batch of an epoch, the number of clips in its accumulation group (the last group may be short).
+
+    Dividing each batch's summed loss by its group's size makes every optimizer step average over exactly the
+    clips it saw, so a short last group is neither over- nor under-weighted and nothing carries into the next epoch.
+    """
+    sizes = [min(batch_size, num_samples - first) for first in range(0, num_samples, batch_size)]
+    groups: list[int] = []
+    for first in range(0, len(sizes), accumulate):
+        group = sizes[first : first + accumulate]
+        groups += [sum(group)] * len(group)
+    return groups
+
+
+def train_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    group_sizes: list[int],
+    accumulate: int,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    precision: Precision,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    device: torch.device,
-    optimizer: torch.optim.Optimizer | None = None,
+    process: Process,
     desc: str = "",
 ) -> Scores:
-    """One pass over `loader`: a training epoch if `optimizer` is given, else an evaluation without gradients."""
-    training = optimizer is not None
-    model.train(training)
-    total_loss, correct, seen = 0.0, 0, 0
-    with torch.set_grad_enabled(training):
-        for clips, labels in tqdm(loader, desc=desc, leave=False, unit="batch"):
-            x = to_model_input(clips.to(device), mean, std)  # (B, C, T, H, W)
-            labels = labels.to(device)
+    """One epoch of training over `batches` (uint8 clips, labels), one optimizer step per `accumulate` batches;
+    `group_sizes` comes from `accumulation_sizes`. Scores are summed over all processes.
+
+    Scores stay on the device until the end of the epoch: a `.item()` per batch would stall the GPU queue.
+    """
+    model.train()
+    device = process.device
+    sums = torch.zeros(3, device=device)  # loss, correct, clips
+    optimizer.zero_grad(set_to_none=True)
+    progress = tqdm(batches, desc=desc, total=len(group_sizes), leave=False, unit="batch", disable=not process.is_main)
+    for i, (clips, labels) in enumerate(progress):
+        x, y = precision.inputs(clips, mean, std, device), labels.to(device, non_blocking=True)
+        step = (i + 1) % accumulate == 0 or i + 1 == len(group_sizes)
+        # DDP averages gradients at every backward; skip that until the group's last batch.
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step else nullcontext()
+        with sync:
+            with precision.context(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            scaler.scale(loss / group_sizes[i]).backward()
+        if step:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        sums += torch.stack([loss.detach(), (logits.argmax(1) == y).sum().float(), torch.tensor(len(y), device=device)])
+    return _scores(sums)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    precision: Precision,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    process: Process,
+    desc: str = "",
+) -> Scores:
+    """Loss and top-1 accuracy over an evaluation set, summed over all processes. `model` is the bare module, not
+    the DDP wrapper, whose forward would expect every process to take part in every batch."""
+    model.eval()
+    device = process.device
+    sums = torch.zeros(3, device=device)
+    for clips, labels in tqdm(loader, desc=desc, leave=False, unit="batch", disable=not process.is_main):
+        x, y = precision.inputs(clips, mean, std, device), labels.to(device, non_blocking=True)
+        with precision.context(device):
             logits = model(x)
-            loss = F.cross_entropy(logits, labels)
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            total_loss += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += len(labels)
-    return Scores(total_loss / seen, correct / seen)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum")
+        sums += torch.stack([loss, (logits.argmax(1) == y).sum().float(), torch.tensor(len(y), device=device)])
+    return _scores(sums)
+
+
+def _scores(sums: torch.Tensor) -> Scores:
+    loss, correct, seen = distributed.sum_across(sums).tolist()
+    return Scores(loss / seen, correct / seen)
+
+
+def run_fingerprint(model_name: str, seed: int, p: TrainParams, clips_dir: Path) -> dict[str, Any]:
+    """Everything that decides a training run's result; a checkpoint resumes only a run with the same values."""
+    data = hashlib.sha256((clips_dir / MANIFEST).read_bytes()).hexdigest()
+    return {"model": model_name, "seed": seed, "train": dataclasses.asdict(p), "data": data}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two fingerprints."""
+    keys = sorted(set(old) | set(new))
+    out: list[str] = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+class Run:
+    """The state of a training run that a full checkpoint holds: model, optimizer, schedule, early stopping,
+    gradient scaler, best epoch, RNG, and how many epochs are done."""
+
+    def __init__(self, model: nn.Module, model_name: str, p: TrainParams, device: torch.device) -> None:
+        self.model = model
+        self.optimizer = make_optimizer(model, model_name, p)
+        self.schedule = Schedule(self.optimizer, p.scheduler, p.epochs)
+        self.stopper = EarlyStopping(p.early_stopping)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and p.amp == "fp16")
+        self.epoch = 0
+        self.best: dict[str, Any] = {}
+        self.stopped = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state after `self.epoch` epochs. Augmentation and shuffling are pure functions of (seed,
+        epoch, index), so torch's generators (dropout, loader seeds) are the only RNG state there is."""
+        return {
+            "epoch": self.epoch,
+            "best": self.best,
+            "stopped": self.stopped,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.best, self.stopped = state["epoch"], state["best"], state["stopped"]
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def resume(run: Run, out_dir: Path, fingerprint: dict[str, Any], process: Process) -> bool:
+    """Load out_dir/last.pth into `run` if it holds an unfinished run with this fingerprint (and best.pth is that
+    run's); True if it did.
+
+    The checkpoints are `persist: true` outs, so they outlive their run and the next one finds them: a run with
+    other params (model, split, lr) starts fresh and says why instead of continuing someone else's run, and a
+    finished run is trained again from scratch (that is what `dvc repro --force` asks for).
+    """
+    last, best = out_dir / "last.pth", out_dir / "best.pth"
+    if not last.is_file():
+        return False
+    checkpoint = load_checkpoint(last)
+    if checkpoint.get("fingerprint") != fingerprint:
+        changed = _differences(checkpoint.get("fingerprint") or {}, fingerprint)
+        process.log(f"train: {last} is from a run with other params ({', '.join(changed[:5])}); starting fresh")
+        return False
+    if checkpoint["stopped"] or checkpoint["epoch"] >= fingerprint["train"]["epochs"]:
+        process.log(f"train: {last} holds a finished run of these params; training again from scratch")
+        return False
+    if not best.is_file() or load_checkpoint(best).get("fingerprint") != fingerprint:
+        process.log(f"train: {best} is missing or from another run, so this run cannot continue; starting fresh")
+        return False
+    run.load_state_dict(checkpoint)
+    process.log(f"train: resuming this run from {last}, where {run.epoch} epochs are done")
+    return True
+
+
+def rewind_live(live_dir: Path, steps: int) -> None:
+    """Drop dvclive history rows from step `steps` on: a run killed after logging an epoch but before its
+    checkpoint repeats that epoch, and its rows must not appear twice."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines()
+        kept = [row for row in rows if int(row.split("\t")[0]) < steps]
+        tsv.write_text("\n".join([header, *kept]) + "\n")
 
 
 def fit(
-    model: nn.Module,
+    run: Run,
     train_set: ClipDataset,
     val_set: ClipDataset,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
+    p: TrainParams,
     seed: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    process: Process,
+    precision: Precision,
     out_dir: Path,
-    live: Live,
-    meta: dict,
-) -> dict:
-    """Train for `epochs`, writing out_dir/best.pth (lowest val loss) and out_dir/last.pth after every epoch.
-
-    `meta` (model name, classes, clip shape, normalisation) is stored in every checkpoint so that evaluation can
-    rebuild the model without params.yaml. Returns the best epoch's {epoch, val_loss, val_acc}.
+    live: Any,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Train from epoch `run.epoch + 1` to `p.epochs` or an early stop, writing out_dir/best.pth (lowest val loss)
+    and out_dir/last.pth (the full run state) after every epoch. Returns the best epoch's {epoch, val_loss, val_acc}.
     """
-    if batch_size > len(train_set):
-        raise UserError(f"train.batch_size {batch_size} is larger than the training set ({len(train_set)} clips)")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    train_loader = make_loader(train_set, batch_size, shuffle=True, seed=seed)
-    val_loader = make_loader(val_set, batch_size, shuffle=False, seed=seed)
-    best: dict = {}
-    for epoch in range(1, epochs + 1):
+    device = process.device
+    model = run.model
+    trained = model
+    if process.world_size > 1:
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    mean, std = meta["mean"], meta["std"]
+    train_batches = train_loader(train_set, p.batch_size, seed, process)
+    group_sizes = accumulation_sizes(len(train_batches.sampler), p.batch_size, p.accumulate)
+    val_batches = eval_loader(val_set, p.batch_size, process)
+    while run.epoch < p.epochs and not run.stopped:
+        epoch = run.epoch + 1
         train_set.set_epoch(epoch)
-        train_loader.sampler.set_epoch(epoch)
-        train = run_epoch(model, train_loader, mean, std, device, optimizer, desc=f"epoch {epoch} train")
-        val = run_epoch(model, val_loader, mean, std, device, desc=f"epoch {epoch} val")
-        for name, scores in (("train", train), ("val", val)):
-            live.log_metric(f"{name}/loss", scores.loss)
-            live.log_metric(f"{name}/acc", scores.acc)
-        improved = not best or math.isnan(best["val_loss"]) or val.loss < best["val_loss"]
+        train_batches.sampler.set_epoch(epoch)
+        train = train_epoch(trained, train_batches, group_sizes, p.accumulate, run.optimizer, run.scaler, precision,
+                            mean, std, process, desc=f"epoch {epoch} train")
+        if not math.isfinite(train.loss):
+            raise UserError(
+                f"train loss is {train.loss} in epoch {epoch}; lower train.backbone_lr/head_lr or set train.amp "
+                f"to bf16 or off (the last good state is {out_dir / 'last.pth'})"
+            )
+        val = evaluate(model, val_batches, precision, mean, std, process, desc=f"epoch {epoch} val")
+        run.epoch = epoch
+        run.schedule.step(val.loss)
+        run.stopped = run.stopper.update(val.loss)
+        improved = not run.best or val.loss < run.best["val_loss"]
         if improved:
-            best = {"epoch": epoch, "val_loss": val.loss, "val_acc": val.acc}
-            save_checkpoint(out_dir / "best.pth", {**meta, **best, "state_dict": model.state_dict()})
-        save_checkpoint(
-            out_dir / "last.pth",
-            {**meta, "epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
-        )
-        print(
-            f"epoch {epoch}/{epochs}: train loss {train.loss:.4f} acc {train.acc:.3f} | "
-            f"val loss {val.loss:.4f} acc {val.acc:.3f}{' (best)' if improved else ''}"
-        )
-        live.next_step()
-    return best
+            run.best = {"epoch": epoch, "val_loss": val.loss, "val_acc": val.acc}
+        if process.is_main:
+            for name, scores in (("train", train), ("val", val)):
+                live.log_metric(f"{name}/loss", scores.loss)
+                live.log_metric(f"{name}/acc", scores.acc)
+            if improved:
+                save_checkpoint(out_dir / "best.pth", {**meta, **run.best, "state_dict": model.state_dict()})
+            save_checkpoint(out_dir / "last.pth", {**meta, **run.state_dict()})
+            live.next_step()
+        lrs = "/".join(f"{group['lr']:.2e}" for group in run.optimizer.param_groups)
+        process.log(f"epoch {epoch}/{p.epochs}: train loss {train.loss:.4f} acc {train.acc:.3f} | val loss "
+                    f"{val.loss:.4f} acc {val.acc:.3f}{' (best)' if improved else ''} | lr {lrs}")
+    if run.stopped:
+        process.log(f"train: early stop after epoch {run.epoch}: val loss has not improved for {p.early_stopping.patience} "
+            "epochs")
+    return run.best
 
 
-def train(
-    clips_dir: Path,
-    out_dir: Path,
-    live_dir: Path,
-    *,
-    model_name: str,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    dropout: float,
-    crop_size: int,
-    hflip: bool,
-) -> dict:
-    """Train `model_name` on the clips in `clips_dir`; write best.pth, last.pth and data_info.json to `out_dir`.
+def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, seed: int, p: TrainParams) -> dict:
+    """Train `model_name` on the clips in `clips_dir`; write best.pth, last.pth and data_info.json to `out_dir`
+    and the training curves to `live_dir`, resuming from out_dir/last.pth when it belongs to this very run.
 
     data_info.json records what evaluation needs to feed the model the clips it was trained on (frames, sizes,
     normalisation), as the original project's did. Returns the best epoch's {epoch, val_loss, val_acc}.
@@ -148,27 +346,68 @@ def train(
     mean, std = normalization(model_name)  # first: an unknown model name fails before anything is read
     manifest = load_manifest(clips_dir)
     num_frames, frame_size = manifest["num_frames"], manifest["frame_size"]
-    check_input(model_name, num_frames, crop_size)
-    info = {
+    check_input(model_name, num_frames, p.crop_size)
+    process = distributed.start()
+    try:
+        return _train(clips_dir, out_dir, live_dir, model_name, seed, p, process, manifest, mean, std)
+    finally:
+        distributed.stop()
+
+
+def _train(
+    clips_dir: Path,
+    out_dir: Path,
+    live_dir: Path,
+    model_name: str,
+    seed: int,
+    p: TrainParams,
+    process: Process,
+    manifest: dict[str, Any],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> dict:
+    meta = {
         "model": model_name,
         "num_classes": len(manifest["glosses"]),
-        "dropout": dropout,
-        "num_frames": num_frames,
-        "frame_size": frame_size,
-        "crop_size": crop_size,
+        "dropout": p.dropout,
+        "num_frames": manifest["num_frames"],
+        "frame_size": manifest["frame_size"],
+        "crop_size": p.crop_size,
         "mean": list(mean),
         "std": list(std),
     }
     seed_everything(seed)
-    train_set = ClipDataset(clips_dir, "train", crop_size, train=True, flip=hflip, seed=seed)
-    val_set = ClipDataset(clips_dir, "val", crop_size, train=False, flip=False, seed=seed)
-    model = build_model(model_name, info["num_classes"], dropout)
-    print(f"train: {model_name} ({count_parameters(model) / 1e6:.1f}M parameters), {info['num_classes']} classes, "
-          f"{len(train_set)} train / {len(val_set)} val clips of {num_frames}x{crop_size}x{crop_size}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "data_info.json", info)
-    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-        best = fit(model, train_set, val_set, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   seed=seed, mean=mean, std=std, out_dir=out_dir, live=live, meta=info)
-    print(f"train: best epoch {best['epoch']} (val loss {best['val_loss']:.4f}); checkpoints in {out_dir}")
+    train_set = ClipDataset(clips_dir, "train", p.crop_size, train=True, flip=p.hflip, seed=seed)
+    val_set = ClipDataset(clips_dir, "val", p.crop_size, train=False, flip=False, seed=seed)
+    if p.batch_size > len(train_set):
+        raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
+    model = build_model(model_name, meta["num_classes"], p.dropout, p.pretrained).to(process.device)
+    precision = Precision.choose(p, process.device)
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    run = Run(model, model_name, p, process.device)
+    meta["fingerprint"] = run_fingerprint(model_name, seed, p, clips_dir)
+    resumed = resume(run, out_dir, meta["fingerprint"], process)
+    effective = p.batch_size * p.accumulate * process.world_size
+    process.log(f"train: {model_name} ({count_parameters(model) / 1e6:.1f}M parameters, backbone {p.pretrained}), "
+        f"{meta['num_classes']} classes, {len(train_set)} train / {len(val_set)} val clips of "
+        f"{meta['num_frames']}x{p.crop_size}x{p.crop_size}; effective batch {effective} on {process.world_size} x "
+        f"{process.device.type} ({precision.autocast or torch.float32})")
+    live = None
+    if process.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "data_info.json", {k: v for k, v in meta.items() if k != "fingerprint"})
+        from dvclive import Live  # only rank 0 logs; imported here so the loop runs where dvclive is not installed
+
+        if resumed:
+            rewind_live(live_dir, run.epoch)
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed)
+        live.step = run.epoch
+    try:
+        best = fit(run, train_set, val_set, p, seed, process, precision, out_dir, live, meta)
+    finally:
+        if live is not None:
+            live.end()
+    process.log(f"train: best epoch {best['epoch']} (val loss {best['val_loss']:.4f}); checkpoints in {out_dir}, curves in "
+        f"{live_dir}")
     return best

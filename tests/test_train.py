@@ -1,0 +1,289 @@
+"""The training recipe and loop: accumulation, schedules, early stopping, pretrained weights, resume after kill -9,
+and a two-process DDP run (gloo on CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import slr.models
+from slr.distributed import Process
+from slr.errors import UserError
+from slr.models import build_model, head_parameters, weights_file
+from slr.optim import EarlyStopping, Schedule, make_optimizer
+from slr.params import EarlyStoppingParams, SchedulerParams
+from slr.train import Precision, Run, accumulation_sizes, rewind_live, seed_everything, train_epoch
+
+from conftest import REPO, TINY, train_params
+
+CPU = Process(0, 1, torch.device("cpu"))
+
+
+def test_accumulation_groups_cover_every_clip_once() -> None:
+    assert accumulation_sizes(10, 4, 2) == [8, 8, 2]  # batches of 4, 4, 2; the last group is one short batch
+    assert accumulation_sizes(10, 4, 1) == [4, 4, 2]
+    assert accumulation_sizes(9, 2, 3) == [6, 6, 6, 3, 3]
+
+
+def _linear_run(batch_size: int, accumulate: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    clips = torch.randint(0, 256, (10, 2, 4, 4, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (10,))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(96, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loader = DataLoader(TensorDataset(clips, labels), batch_size=batch_size)
+    sizes = accumulation_sizes(10, batch_size, accumulate)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_epoch(model, loader, sizes, accumulate, optimizer, scaler, Precision(None, False), (0.5,) * 3, (0.2,) * 3,
+                CPU)
+    return model, optimizer
+
+
+def test_accumulated_small_batches_equal_one_large_batch_and_nothing_leaks() -> None:
+    small, optimizer = _linear_run(batch_size=4, accumulate=2)  # steps on clips 0-7, then on the short group 8-9
+    large, _ = _linear_run(batch_size=8, accumulate=1)  # steps on clips 0-7, then on 8-9
+    for a, b in zip(small.parameters(), large.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert all(p.grad is None for group in optimizer.param_groups for p in group["params"])
+
+
+def _schedule(name: str, warmup: int = 0, epochs: int = 6, **kw: float) -> tuple[Schedule, torch.optim.Optimizer]:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    p = SchedulerParams(name=name, warmup_epochs=warmup, t0=int(kw.get("t0", 10)), factor=kw.get("factor", 0.5),
+                        patience=int(kw.get("patience", 1)))
+    return Schedule(optimizer, p, epochs), optimizer
+
+
+def _lrs(schedule: Schedule, optimizer: torch.optim.Optimizer, losses: list[float]) -> list[float]:
+    out = [optimizer.param_groups[0]["lr"]]
+    for loss in losses:
+        optimizer.step()  # an epoch's updates come before its schedule step
+        schedule.step(loss)
+        out.append(optimizer.param_groups[0]["lr"])
+    return out
+
+
+def test_cosine_after_linear_warmup() -> None:
+    lrs = _lrs(*_schedule("cosine", warmup=2, epochs=6), [1.0] * 6)
+    cosine = [(1 + math.cos(math.pi * k / 4)) / 2 for k in range(1, 5)]
+    assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, *cosine], abs=1e-9)
+
+
+def test_warm_restarts_and_plateau() -> None:
+    assert _lrs(*_schedule("warm_restarts", t0=2), [1.0] * 4) == pytest.approx([1.0, 0.5, 1.0, 0.5, 1.0])
+    # plateau (factor 0.5, patience 1) after one warm-up epoch: two epochs without improvement halve the lr
+    lrs = _lrs(*_schedule("plateau", warmup=1), [3.0, 2.0, 2.0, 2.0, 2.0])
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.5, 0.5])
+    assert _lrs(*_schedule("none", warmup=1), [1.0] * 3) == pytest.approx([0.5, 1.0, 1.0, 1.0])
+
+
+def test_schedule_state_round_trip() -> None:
+    first, opt1 = _schedule("cosine", warmup=1)
+    _lrs(first, opt1, [1.0] * 3)
+    second, opt2 = _schedule("cosine", warmup=1)
+    opt2.load_state_dict(opt1.state_dict())
+    second.load_state_dict(first.state_dict())
+    assert _lrs(first, opt1, [1.0] * 3) == _lrs(second, opt2, [1.0] * 3)
+
+
+def test_early_stopping_waits_patience_epochs_beyond_min_delta() -> None:
+    stopper = EarlyStopping(EarlyStoppingParams(patience=2, min_delta=0.1))
+    assert [stopper.update(loss) for loss in (1.0, 0.95, 0.5, 0.45, float("nan"))] == [False, False, False, False, True]
+    assert not any(EarlyStopping(EarlyStoppingParams(0, 0.0)).update(1.0) for _ in range(5))  # patience 0 = off
+
+
+def test_backbone_and_head_learn_at_their_own_rates() -> None:
+    model = build_model("R3D_18", num_classes=5, dropout=0.5)
+    optimizer = make_optimizer(model, "R3D_18", train_params(backbone_lr=1e-4, head_lr=1e-3, weight_decay=1e-3))
+    backbone, head = optimizer.param_groups
+    assert (backbone["lr"], head["lr"], head["eps"], head["weight_decay"]) == (1e-4, 1e-3, 1e-5, 1e-3)
+    assert head["params"] == head_parameters(model, "R3D_18") and [p.shape for p in head["params"]] == [(5, 512), (5,)]
+    assert len(backbone["params"]) + 2 == len(list(model.parameters()))
+
+
+# --- pretrained weights -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+def test_kinetics_weights_load_from_the_torch_hub_cache(torch_home: Path) -> None:
+    kinetics = torchvision.models.video.r3d_18(weights=None)  # stands in for the real file: same names and shapes
+    _, path = weights_file("R3D_18")
+    assert path.parent == torch_home / "hub" / "checkpoints" and path.name.startswith("r3d_18-")
+    path.parent.mkdir(parents=True)
+    torch.save(kinetics.state_dict(), path)
+    model = build_model("R3D_18", num_classes=5, dropout=0.5, pretrained="kinetics")
+    assert torch.equal(model.stem[0].weight, kinetics.stem[0].weight)
+    assert model.fc[1].weight.shape == (5, 512)  # the 400-class Kinetics head is replaced
+
+
+def test_local_weights_file_may_be_one_of_our_checkpoints(tmp_path: Path) -> None:
+    source = build_model("R3D_18", num_classes=100, dropout=0.5)
+    torch.save({"model": "R3D_18", "state_dict": source.state_dict()}, tmp_path / "asl100.pth")
+    model = build_model("R3D_18", num_classes=10, dropout=0.5, pretrained=str(tmp_path / "asl100.pth"))
+    assert torch.equal(model.layer4[1].conv2[0].weight, source.layer4[1].conv2[0].weight)
+    with pytest.raises(UserError, match="do not fit this model"):
+        build_model("MC3_18", num_classes=10, dropout=0.5, pretrained=str(tmp_path / "asl100.pth"))
+    with pytest.raises(UserError, match="weights file .*nope.pth not found; use none, kinetics or the path"):
+        build_model("R3D_18", num_classes=10, dropout=0.5, pretrained=str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("server", ["refuses", "never answers"])
+def test_missing_weights_offline_fail_in_seconds(
+    torch_home: Path, monkeypatch: pytest.MonkeyPatch, server: str
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if server == "refuses":
+        listener.close()
+    else:
+        listener.listen()  # accepts the connection into its backlog, then never says a word
+    real_url, path = weights_file("R3D_18")
+    url = f"http://127.0.0.1:{port}/{Path(real_url).name}"
+    monkeypatch.setattr(slr.models, "weights_file", lambda name: (url, path))
+    monkeypatch.setattr(slr.models, "DOWNLOAD_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(UserError) as error:
+        build_model("R3D_18", num_classes=5, dropout=0.5, pretrained="kinetics")
+    assert time.monotonic() - start < 5
+    assert f"fetch {url} by hand and put it at {path}" in str(error.value) and "TORCH_HOME" in str(error.value)
+    assert not path.exists()
+    listener.close()
+
+
+# --- the train stage: resume after kill -9, and DDP ---------------------------------------------------------------
+
+def _stage_params(tmp_path: Path, **train: object) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update({k: v for k, v in values.items() if not isinstance(v, dict)})
+    params["train"].update(train)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _train_command(repo: Path, out: Path, params: Path) -> list[str]:
+    return [sys.executable, "stages/train.py", str(repo / "data/clips"), str(out / "models"), str(out / "live"),
+            "--params", str(params)]
+
+
+def _run(command: list[str]) -> str:
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _results(out: Path) -> dict:
+    best = torch.load(out / "models/best.pth", weights_only=True)
+    return {
+        "metrics": (out / "live/metrics.json").read_text(),
+        "curves": {p.name: p.read_text() for p in sorted((out / "live").rglob("*.tsv"))},
+        "best_epoch": best["epoch"],
+        "best_weights": best["state_dict"],
+    }
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_at_the_next_epoch_with_identical_results(repo: Path, tmp_path: Path) -> None:
+    params = _stage_params(tmp_path, epochs=3)
+    _run(_train_command(repo, tmp_path / "whole", params))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(repo, killed, params), cwd=REPO, stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    assert process.stdout is not None
+    for line in process.stdout:  # the epoch line is printed once that epoch's checkpoint is on disk
+        if line.startswith("epoch 1/3"):
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert torch.load(killed / "models/last.pth", weights_only=True)["epoch"] == 1
+    out = _run(_train_command(repo, killed, params))
+    assert "resuming this run from" in out and "where 1 epochs are done" in out
+    assert "epoch 1/3" not in out and "epoch 2/3" in out and "epoch 3/3" in out
+    whole, resumed = _results(tmp_path / "whole"), _results(killed)
+    assert resumed["curves"] == whole["curves"] and resumed["metrics"] == whole["metrics"]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert all(torch.equal(resumed["best_weights"][k], v) for k, v in whole["best_weights"].items())
+    # a finished run is not continued: another run of the same params trains from scratch, to the same result
+    out = _run(_train_command(repo, killed, params))
+    assert "finished run of these params; training again from scratch" in out and "epoch 1/3" in out
+    assert _results(killed)["metrics"] == whole["metrics"]
+
+
+@pytest.mark.slow
+def test_checkpoint_of_other_params_is_not_resumed(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = _stage_params(tmp_path, epochs=2)
+    _run(_train_command(repo, out, first))
+    last = torch.load(out / "models/last.pth", weights_only=True)
+    last["epoch"], last["stopped"] = 1, False  # as if killed after epoch 1
+    torch.save(last, out / "models/last.pth")
+    log = _run(_train_command(repo, out, _stage_params(tmp_path, epochs=2, head_lr=0.001)))
+    assert "is from a run with other params (train.head_lr); starting fresh" in log and "epoch 1/2" in log
+
+
+def test_rewinding_dvclive_history_drops_rows_of_unfinished_epochs(tmp_path: Path) -> None:
+    tsv = tmp_path / "plots/metrics/train/loss.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tloss\n0\t2.0\n1\t1.5\n2\t1.2\n")
+    rewind_live(tmp_path, 2)
+    assert tsv.read_text() == "step\tloss\n0\t2.0\n1\t1.5\n"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_has_one_writer(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    log = _run(_train_command(repo, out, _stage_params(tmp_path, epochs=2, nproc_per_node=2)))
+    assert "launching 2 processes" in log and "effective batch 8 on 2 x cpu" in log
+    assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1  # rank 0 alone logs
+    metrics = json.loads((out / "live/metrics.json").read_text())
+    single = json.loads((repo / "metrics/train/metrics.json").read_text())
+    assert metrics.keys() == single.keys() and metrics["train"].keys() == single["train"].keys()
+    assert len((out / "live/plots/metrics/val/loss.tsv").read_text().splitlines()) == 3  # header + 2 epochs
+    assert torch.load(out / "models/last.pth", weights_only=True)["epoch"] == 2
+
+
+def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path) -> None:
+    result = subprocess.run(_train_command(repo, tmp_path, _stage_params(tmp_path, batch_size=500)), cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: train.batch_size 500 is larger than the training set (24 clips)"
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp", ["bf16", "fp16", "off"])
+def test_amp_and_channels_last_learn_on_cuda(amp: str) -> None:
+    device = torch.device("cuda")
+    p = train_params(amp=amp, channels_last=True, backbone_lr=1e-3, head_lr=1e-3)
+    precision = Precision.choose(p, device)
+    assert precision.autocast == {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    seed_everything(0)
+    model = build_model("R3D_18", num_classes=4, dropout=0.0).to(device).to(memory_format=torch.channels_last_3d)
+    run = Run(model, "R3D_18", p, device)
+    assert run.scaler.is_enabled() == (amp == "fp16")
+    batch = [(torch.randint(0, 256, (8, 8, 32, 32, 3), dtype=torch.uint8), torch.arange(8) % 4)]
+    process = Process(0, 1, device)
+    losses = [train_epoch(model, batch, [8], 1, run.optimizer, run.scaler, precision, (0.45,) * 3, (0.225,) * 3,
+                          process).loss for _ in range(15)]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0] / 2
