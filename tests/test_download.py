@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
+from conftest import REPO
 from slr.data.download import ManualDownload, extract_zip, fetch
 from slr.data.sources import from_release
 from slr.errors import UserError
@@ -230,3 +234,19 @@ def test_unsafe_zip_members_are_refused(tmp_path: Path, member: str) -> None:
         extract_zip(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
 
+
+def test_stage_prints_one_line_error(server: LoopbackServer, tmp_path: Path) -> None:
+    server.html.add("splits.zip")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(source="release", release={"splits_url": server.url("splits.zip"), "splits_sha256": "",
+                                                      "videos_url": server.url("WLASL2000.zip"), "videos_sha256": ""})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages/download.py"), "raw", "download.json", "--downloads", "dl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {server.url('splits.zip')} answered with a web page")
+    assert "download by hand" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "download.json").exists()
