@@ -1,25 +1,30 @@
 """DVC stage `download`: put the raw dataset (WLASL_v0.3.json + videos/<video_id>.mp4) in OUT_DIR.
 
-With data.source=synthetic (the default) it generates the embedded synthetic WLASL, deterministically from
-data.synthetic.seed, so the pipeline runs with no network and no data brought in.
+data.source picks where it comes from: `synthetic` (the default) generates the embedded synthetic WLASL with no
+network; `release` downloads the original project's archives (resumable, sha256-checked) into --downloads;
+`local` links a WLASL copy from data.local.path. REPORT gets what was used and how many videos it holds.
 """
 
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.data.synthetic import generate
-from slr.files import atomic_dir
+from slr.data.sources import materialise
+from slr.files import write_json
 from slr.params import load_params
 
 
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("out_dir", type=Path, help="where the raw dataset goes (dvc.yaml: data/raw)")
+    parser.add_argument("report", type=Path, help="download report, a DVC metric (dvc.yaml: metrics/download.json)")
+    parser.add_argument("--downloads", type=Path, default=Path("data/downloads"), help="archives kept between runs")
+    parser.add_argument("--data-dvc", nargs=2, metavar=("PATH", "MD5"), help="the folder data.dvc tracks, its md5")
     args = parser.parse_args()
-    params = load_params(args.params)
-    with atomic_dir(args.out_dir) as tmp:
-        generate(params.data.synthetic, tmp)
-    print(f"download: synthetic WLASL written to {args.out_dir}")
+    data = load_params(args.params).data
+    report = materialise(data.source, data.synthetic, data.release, data.local, args.out_dir, args.downloads,
+                         args.data_dvc)
+    write_json(args.report, report)
+    print(f"download: {data.source} WLASL written to {args.out_dir} ({report['videos']} videos), report {args.report}")
 
 
 if __name__ == "__main__":

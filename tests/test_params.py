@@ -69,3 +69,23 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("train: [1,\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda data: data.update(source="release"), None),
+        (lambda data: data["release"].update(splits_url="x.zip"), "data.release.splits_url must be an http(s) URL"),
+        (lambda data: data["release"].update(videos_sha256="abc"), "data.release.videos_sha256 must be empty"),
+        (lambda data: data["release"].update(splits_sha256="AB" * 32), None),
+        (lambda data: data["local"].update(path=""), "data.local.path must be a folder (e.g. data/wlasl), got ''"),
+        (lambda data: data.pop("local"), "missing key data.local"),
+    ],
+)
+def test_release_and_local_params(tmp_path: Path, edit, message: str | None) -> None:
+    path = _write(tmp_path, lambda raw: edit(raw["data"]))
+    if message is None:
+        load_params(path)
+    else:
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_params(path)

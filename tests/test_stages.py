@@ -54,7 +54,7 @@ def test_unknown_split(tmp_path: Path) -> None:
 
 def test_wrong_type(tmp_path: Path) -> None:
     cwd = _params(tmp_path, lambda raw: raw["train"].update(epochs="many"))
-    result = _run([str(REPO / "stages/download.py"), "raw"], cwd)
+    result = _run([str(REPO / "stages/download.py"), "raw", "download.json"], cwd)
     _assert_one_line_error(result, "train.epochs must be an integer, got 'many'")
 
 

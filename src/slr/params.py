@@ -18,10 +18,11 @@ import yaml
 from slr.errors import UserError
 
 SPLITS: dict[str, int] = {"asl100": 100, "asl300": 300, "asl1000": 1000, "asl2000": 2000}
-SOURCES: tuple[str, ...] = ("synthetic",)
+SOURCES: tuple[str, ...] = ("synthetic", "release", "local")
 
 # YAML 1.2 (what DVC's `-S` writes and reads) parses 1e-3 as a float; PyYAML (YAML 1.1) returns a string.
 _YAML12_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,43 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
+class ReleaseParams:
+    """The original project's prepared archives; an empty sha256 is computed on first download and reported."""
+
+    splits_url: str  # zip of per-split JSON files in WLASL_v0.3 format (asl100.json ... asl2000.json)
+    splits_sha256: str
+    videos_url: str  # zip of pre-cut <video_id>.mp4 clips (WLASL2000.zip)
+    videos_sha256: str
+
+    def __post_init__(self) -> None:
+        for name in ("splits", "videos"):
+            url, sha256 = getattr(self, f"{name}_url"), getattr(self, f"{name}_sha256")
+            _require(url.startswith(("http://", "https://")), f"data.release.{name}_url", "an http(s) URL", url)
+            _require(
+                sha256 == "" or _SHA256.match(sha256) is not None,
+                f"data.release.{name}_sha256",
+                "empty (computed on first download) or 64 hex digits",
+                sha256,
+            )
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    """A WLASL copy already on disk: videos + WLASL_v0.3.json, or the release archives placed there by hand."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        _require(self.path.strip() != "", "data.local.path", "a folder (e.g. data/wlasl)", self.path)
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str
     split: str
     synthetic: SyntheticParams
+    release: ReleaseParams
+    local: LocalParams
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

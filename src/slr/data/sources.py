@@ -1,0 +1,205 @@
+"""The download stage's one job: materialise the raw dataset for `data.source` (synthetic, release or local).
+
+Whatever the source, `data/raw` ends up in one shape, which preprocess reads: `WLASL_v0.3.json` (the index),
+`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut"}`); release and local copies also keep the split
+files they came with under `splits/`. Each source returns the download report (a DVC metric): what was used,
+fingerprinted by sha256 or by data.dvc's md5, and what it holds, with no timestamps, so a rerun writes it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from slr.data.download import ManualDownload, extract_zip, fetch, sha256_file
+from slr.data.metadata import load_index
+from slr.data.synthetic import generate
+from slr.errors import UserError
+from slr.files import atomic_dir, write_json
+from slr.params import LocalParams, ReleaseParams, SyntheticParams
+
+INDEX = "WLASL_v0.3.json"
+ARCHIVES = {"splits": "splits.zip", "videos": "WLASL2000.zip"}  # the names the original README downloads to
+# WLASL's start_kit writes <video_id>.mp4 already cut to the instance's frame range, so preprocess must not trim the
+# released or local clips again; the synthetic videos are full length, with idle frames around the sign.
+PRECUT = {"synthetic": False, "release": True, "local": True}
+
+
+def materialise(
+    source: str,
+    synthetic: SyntheticParams,
+    release: ReleaseParams,
+    local: LocalParams,
+    out_dir: Path,
+    downloads: Path,
+    data_dvc: Sequence[str] | None = None,
+) -> dict:
+    """Write the raw dataset of `source` to `out_dir` (atomically) and return the download report.
+
+    Args:
+        downloads: where release archives (and their resumable .part files) persist between runs.
+        data_dvc: the folder data.dvc tracks and its md5; the report names that md5 when data.local.path is it.
+    """
+    if source == "synthetic":
+        return from_synthetic(synthetic, out_dir)
+    if source == "release":
+        return from_release(release, out_dir, downloads, hand_dir=Path(local.path))
+    return from_local(Path(local.path), out_dir, data_dvc)
+
+
+def from_synthetic(params: SyntheticParams, out_dir: Path) -> dict:
+    with atomic_dir(out_dir) as tmp:
+        generate(params, tmp)
+        return _finish(tmp, "synthetic")
+
+
+def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_dir: Path) -> dict:
+    """Download (or reuse) the two release archives, verify them, and unpack them into the raw layout."""
+    hand = (
+        f"download by hand {release.splits_url} to {hand_dir / ARCHIVES['splits']} and {release.videos_url} to "
+        f"{hand_dir / ARCHIVES['videos']}, then set data.source: local"
+    )
+    archives = {}
+    for name, filename in ARCHIVES.items():
+        url, sha256 = getattr(release, f"{name}_url"), getattr(release, f"{name}_sha256")
+        param = f"data.release.{name}_sha256"
+        try:
+            got = fetch(url, downloads / filename, sha256, param)
+        except ManualDownload as exc:
+            raise UserError(f"{exc}; {hand}") from None
+        if not got.pinned:
+            print(f"download: {filename} sha256 {got.sha256} (to enforce it, set {param}: {got.sha256})")
+        archives[name] = {"url": url, "file": filename, "bytes": got.bytes, "sha256": got.sha256, "pinned": got.pinned}
+    with atomic_dir(out_dir) as tmp:
+        report = _from_archives([downloads / filename for filename in ARCHIVES.values()], tmp)
+        return {**_finish(tmp, "release"), "archives": archives, **report}
+
+
+def from_local(path: Path, out_dir: Path, data_dvc: Sequence[str] | None = None) -> dict:
+    """Link (or unpack) a WLASL copy at `path` into the raw layout: videos + index, or the release archives."""
+    if not path.is_dir():
+        raise UserError(
+            f"data.local.path {path} is not a folder; put a WLASL copy there (videos + {INDEX}, or "
+            f"{' + '.join(ARCHIVES.values())}), run `dvc pull data.dvc` if your team shares one, or fix data.local.path"
+        )
+    zips = sorted(path.glob("*.zip"))
+    with atomic_dir(out_dir) as tmp:
+        if zips:
+            archives = {z.name: {"bytes": z.stat().st_size, "sha256": sha256_file(z)} for z in zips}
+            report = {"archives": archives, **_from_archives(zips, tmp)}
+        else:
+            report = _assemble(path, str(path), tmp)
+        tracked = data_dvc is not None and Path(data_dvc[0]).resolve() == path.resolve()
+        return {**_finish(tmp, "local"), "path": str(path), "data_dvc_md5": data_dvc[1] if tracked else None, **report}
+
+
+def _from_archives(zips: list[Path], out: Path) -> dict:
+    scratch = out / ".unpacked"  # inside the atomic dir: same filesystem, so the files are linked, not copied
+    for archive in zips:
+        extract_zip(archive, scratch / archive.stem)
+    report = _assemble(scratch, " + ".join(str(z) for z in zips), out)
+    shutil.rmtree(scratch)
+    return report
+
+
+def _assemble(root: Path, where: str, out: Path) -> dict:
+    """Find the index, split files and videos anywhere below `root` and link them into `out`'s raw layout."""
+    indexes = _index_files(root)
+    if not indexes:
+        raise UserError(
+            f"{where}: no {INDEX} (nor split files in its format, e.g. asl2000.json) found; looked for *.json "
+            "files holding a list of {gloss, instances}"
+        )
+    splits = _unique((p for p in indexes if p.name != INDEX), lambda p: p.name, "split file")
+    named = _unique((p for p in indexes if p.name == INDEX), lambda p: p.name, "index")
+    index = named.get(INDEX) or max(splits.values(), key=lambda p: len(indexes[p]))  # the split with most glosses
+    for split in splits.values():
+        _check_prefix(split, index, indexes)
+    glosses = load_index(index)  # the format preprocess relies on, checked before anything is linked
+    videos = _videos(root, where, {i.video_id for i in glosses.instances}, index)
+    _link(index, out / INDEX)
+    for name, split in splits.items():
+        _link(split, out / "splits" / name)
+    for video_id, video in videos.items():
+        _link(video, out / "videos" / f"{video_id}.mp4")
+    return {"index": index.name, "split_files": sorted(splits)}
+
+
+def _index_files(root: Path) -> dict[Path, list[str]]:
+    """Every JSON file below `root` in WLASL_v0.3 format (a list of {gloss, instances}), with its gloss list."""
+    found = {}
+    for path in sorted(root.rglob("*.json")):
+        if path.name.startswith("."):  # macOS resource forks (._asl100.json) in zips made on a Mac
+            continue
+        try:
+            entries = json.loads(path.read_bytes())
+        except ValueError:
+            continue
+        if isinstance(entries, list) and entries and all(
+            isinstance(e, dict) and "gloss" in e and "instances" in e for e in entries
+        ):
+            found[path] = [str(e["gloss"]) for e in entries]
+    return found
+
+
+def _check_prefix(split: Path, index: Path, indexes: dict[Path, list[str]]) -> None:
+    """aslN is the first N glosses of the index: a split file that is not its prefix would label videos wrongly."""
+    small, big = indexes[split], indexes[index]
+    if small == big[: len(small)]:
+        return
+    at = next((k for k, (a, b) in enumerate(zip(small, big)) if a != b), len(big))
+    theirs = repr(big[at]) if at < len(big) else "nothing"
+    raise UserError(
+        f"{split.name} is not the first {len(small)} glosses of {index.name} (gloss #{at} is {small[at]!r} there, "
+        f"{theirs} in {index.name}); use split files and an index from the same WLASL release"
+    )
+
+
+def _videos(root: Path, where: str, ids: set[str], index: Path) -> dict[str, Path]:
+    found = [p for p in root.rglob("*.mp4") if not p.name.startswith(".")]
+    if not found:
+        raise UserError(f"{where}: no videos found; looked for <video_id>.mp4 files anywhere below it")
+    listed = [p for p in found if p.stem in ids]
+    if not listed:
+        raise UserError(
+            f"{where}: none of its {len(found)} .mp4 files is named by a video_id of {index.name} "
+            f"(e.g. {found[0].name}); videos must be <video_id>.mp4 as WLASL's start_kit writes them"
+        )
+    return _unique(listed, lambda p: p.stem, "video")
+
+
+def _unique(paths: Iterable[Path], key: Callable[[Path], str], what: str) -> dict[str, Path]:
+    """Key `paths` by `key`; two files for one key are ambiguous (which copy is the data?), so that is an error."""
+    keyed: dict[str, Path] = {}
+    for path in paths:
+        other = keyed.setdefault(key(path), path)
+        if other != path:
+            raise UserError(f"{what} {key(path)} found twice: {other} and {path}; keep one of them")
+    return keyed
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hardlink (no copy, and unlike a symlink it survives as a file in DVC's cache); copy across filesystems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _finish(out: Path, source: str) -> dict:
+    """Write source.json and return the counts every report carries."""
+    write_json(out / "source.json", {"source": source, "precut": PRECUT[source]})
+    index = load_index(out / INDEX)
+    present = {p.stem for p in (out / "videos").glob("*.mp4")}
+    with_video = sum(i.video_id in present for i in index.instances)
+    return {
+        "source": source,
+        "glosses": len(index.glosses),
+        "instances": len(index.instances),
+        "videos": len(present),
+        "instances_without_video": len(index.instances) - with_video,
+    }
