@@ -90,7 +90,8 @@ def test_cross_split_copies_keep_the_earliest_set(tmp_path: Path) -> None:
 
 def test_nslt_against_a_small_index(tmp_path: Path) -> None:
     path = tmp_path / "WLASL_v0.3.json"
-    path.write_text(json.dumps([{"gloss": "a", "instances": [_instance("1", "train", "u"), _instance("2", "val", "v")]}]))
+    instances = [_instance("1", "train", "u"), _instance("2", "val", "v")]
+    path.write_text(json.dumps([{"gloss": "a", "instances": instances}]))
     nslt_path = tmp_path / "nslt_100.json"
     nslt_path.write_text(json.dumps({"1": {"subset": "train", "action": [0, 1, 40]},
                                      "2": {"subset": "test", "action": [0, 1, 40]},
