@@ -75,7 +75,7 @@ def test_crop_none_pads_the_whole_frame(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     write_frames(path, _frames(LENGTH), fps=25)
     instance = load_index(_write_index(tmp_path, [("1", "train", 0, "u")])).instances[0]
-    clip = preprocess_module.process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).clip
+    clip = np.stack(preprocess_module.process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).images)
     assert clip.shape == (4, 24, 24, 3)
     assert clip[:, :3].max() < 8 and clip[:, -3:].max() < 8  # 48x32 -> 24x16, black bars above and below
     assert clip[-1, 12, -4].min() > 150  # the frame itself, whole: the bright band on the right
@@ -246,24 +246,23 @@ def test_restart_after_an_error_redoes_only_the_rest(raw: tuple[Path, dict[str, 
                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
     index = load_index(raw[0] / "WLASL_v0.3.json")
-    written = []
+    sealed = []
 
-    def write_then_fail(path: Path, clips: np.ndarray) -> None:
-        if len(written) == 2:
+    def seal_then_fail(work: Path, set_name: str, number: int, records: list[dict]) -> None:
+        if len(sealed) == 3:
             raise KeyboardInterrupt
-        written.append(path.name)
-        write_shard(path, clips)
+        sealed.append(f"{set_name}-{number}")
+        seal(work, set_name, number, records)
 
-    write_shard = preprocess_module.write_shard
-    monkeypatch.setattr(preprocess_module, "write_shard", write_then_fail)
+    seal = preprocess_module._seal
+    monkeypatch.setattr(preprocess_module, "_seal", seal_then_fail)
     with pytest.raises(KeyboardInterrupt):
         preprocess(index, raw[0] / "videos", tmp_path / "clips", SPEC, shard_size=2, workers=2)
-    assert written == ["train-00002.npy", "train-00003.npy"]  # shards 0 and 1 hold only bad videos
-    monkeypatch.setattr(preprocess_module, "write_shard", lambda path, clips: written.append(path.name) or
-                        write_shard(path, clips))
+    assert sealed == ["train-0", "train-1", "train-2"]
+    monkeypatch.setattr(preprocess_module, "_seal", lambda *args: sealed.append(f"{args[1]}-{args[2]}") or seal(*args))
     preprocess(index, raw[0] / "videos", tmp_path / "clips", SPEC, shard_size=2, workers=2)
-    assert "8 of 15 clips already done" in capsys.readouterr().out
-    assert written[2:] == ["train-00004.npy", "val-00000.npy", "val-00001.npy", "test-00000.npy", "test-00001.npy"]
+    assert "6 of 15 clips already done" in capsys.readouterr().out
+    assert sealed[3:] == ["train-3", "train-4", "val-0", "val-1", "test-0", "test-1"]
     assert _files(tmp_path / "clips") == reference
 
 
@@ -298,7 +297,7 @@ def test_restart_after_kill_equals_an_uninterrupted_run(raw: tuple[Path, dict[st
     assert not out.exists() and not list(tmp_path.glob(".clips-work-*/manifest.json"))  # killed before the end
     preprocess(load_index(raw[0] / "WLASL_v0.3.json"), raw[0] / "videos", out, SPEC, shard_size=2, workers=2)
     done = int(capsys.readouterr().out.split("resuming ")[1].split(": ")[1].split(" of")[0])
-    assert 8 <= done < 15
+    assert 6 <= done < 15
     assert _files(out) == reference
 
 

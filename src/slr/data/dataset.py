@@ -29,7 +29,7 @@ def load_set(clips_dir: Path, set_name: str) -> tuple[ClipArray, torch.Tensor, i
         raise UserError(f"unknown set {set_name!r}; valid: {', '.join(manifest['sets'])}")
     entry = manifest["sets"][set_name]
     size = manifest["frame_size"]
-    clips = ClipArray([clips_dir / s["file"] for s in entry["shards"]], [s["clips"] for s in entry["shards"]],
+    clips = ClipArray([clips_dir / s["file"] for s in entry["shards"]], [s["rows"] for s in entry["shards"]],
                       (manifest["num_frames"], size, size, 3))
     return clips, torch.tensor(entry["labels"], dtype=torch.int64), len(entry["skipped"])
 
