@@ -1,14 +1,14 @@
-"""DVC stage `preprocess`: decode, trim, sample and resize the data.split subset into uint8 clip arrays.
+"""DVC stage `preprocess`: decode, trim, sample and crop the data.split subset into uint8 clip shards.
 
-Writes OUT_DIR/{train,val,test}.npy (uint8, N x T x H x W x C) and OUT_DIR/manifest.json, and the data report
-(videos listed, present and readable per set) to REPORT as a DVC metric.
+Writes OUT_DIR/{train,val,test}-NNNNN.npy (uint8, n x T x H x W x C), OUT_DIR/manifest.json and OUT_DIR/quality.json
+(the data report with video ids), and the report's counts to REPORT as a DVC metric. A killed run resumes.
 """
 
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.data.metadata import load_index
-from slr.data.preprocess import preprocess
+from slr.data.preprocess import prepare_clips
+from slr.data.quality import counts
 from slr.files import write_json
 from slr.params import load_params
 
@@ -16,16 +16,19 @@ from slr.params import load_params
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("raw_dir", type=Path, help="the download stage's output (dvc.yaml: data/raw)")
-    parser.add_argument("out_dir", type=Path, help="where the clip arrays go (dvc.yaml: data/clips)")
-    parser.add_argument("report", type=Path, help="data report JSON (dvc.yaml: metrics/data.json)")
+    parser.add_argument("out_dir", type=Path, help="where the clip shards go (dvc.yaml: data/clips)")
+    parser.add_argument("report", type=Path, help="data report counts, JSON (dvc.yaml: metrics/data.json)")
     args = parser.parse_args()
     params = load_params(args.params)
-    index = load_index(args.raw_dir / "WLASL_v0.3.json").subset(params.data.split)
-    report = preprocess(
-        index, args.raw_dir / "videos", args.out_dir, params.preprocess.num_frames, params.preprocess.frame_size
+    p = params.preprocess
+    quality = prepare_clips(
+        args.raw_dir, args.out_dir, params.data.split, num_frames=p.num_frames, frame_size=p.frame_size,
+        crop=p.crop, bbox_margin=p.bbox_margin, drop_cross_split_duplicates=p.drop_cross_split_duplicates,
+        max_missing=p.max_missing,
     )
-    write_json(args.report, report)
-    print(f"preprocess: {params.data.split} ({report['classes']} classes) -> {args.out_dir}; report {args.report}")
+    write_json(args.report, counts(quality))
+    print(f"preprocess: {params.data.split} ({quality['classes']} classes) -> {args.out_dir}; "
+          f"report {args.report}, ids in {args.out_dir / 'quality.json'}")
 
 
 if __name__ == "__main__":

@@ -35,16 +35,26 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o755)  # mkdtemp makes 0700; outputs are ordinary folders
-    old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)  # keep the previous complete output until the new one is in place
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_dir(src: str | Path, dst: str | Path) -> None:
+    """Rename the complete folder `src` onto `dst` (same filesystem: instant, no copy).
+
+    The previous `dst` is moved aside first and deleted only once `src` is in place, so `dst` is never a mix of
+    old and new files.
+    """
+    src, dst = Path(src), Path(dst)
+    old = dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

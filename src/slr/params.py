@@ -19,6 +19,7 @@ from slr.errors import UserError
 
 SPLITS: dict[str, int] = {"asl100": 100, "asl300": 300, "asl1000": 1000, "asl2000": 2000}
 SOURCES: tuple[str, ...] = ("synthetic", "release", "local")
+CROPS: tuple[str, ...] = ("bbox", "center", "none")
 
 # YAML 1.2 (what DVC's `-S` writes and reads) parses 1e-3 as a float; PyYAML (YAML 1.1) returns a string.
 _YAML12_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -91,11 +92,18 @@ class DataParams:
 @dataclass(frozen=True)
 class PreprocessParams:
     num_frames: int
-    frame_size: int  # stored clips are frame_size x frame_size (short side resized, then centre-cropped)
+    frame_size: int  # stored clips are frame_size x frame_size
+    crop: str  # one of CROPS: the signer's box (plus bbox_margin), the centre square, or the whole frame padded
+    bbox_margin: float  # fraction of the box's size added on each side
+    drop_cross_split_duplicates: bool  # leave out val/test copies of clips that also stand in an earlier set
+    max_missing: float  # the stage fails if more than this fraction of a set is missing or unreadable
 
     def __post_init__(self) -> None:
         _require(self.num_frames >= 2, "preprocess.num_frames", "at least 2 (frame order needs two)", self.num_frames)
         _require(self.frame_size >= 8, "preprocess.frame_size", "at least 8", self.frame_size)
+        _require(self.crop in CROPS, "preprocess.crop", f"one of {', '.join(CROPS)}", self.crop)
+        _require(self.bbox_margin >= 0, "preprocess.bbox_margin", "zero or positive", self.bbox_margin)
+        _require(0 <= self.max_missing <= 1, "preprocess.max_missing", "in [0, 1]", self.max_missing)
 
 
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "warm_restarts", "plateau")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import fields, replace
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
 from slr.data.dataset import load_manifest, load_set
 from slr.data.metadata import SETS, load_index
-from slr.data.preprocess import preprocess
+from slr.data.preprocess import ClipSpec, preprocess
 from slr.errors import UserError
 from slr.evaluate import load_model, predict, score
 from slr.files import write_json
@@ -59,6 +60,20 @@ def partial_test(
     return result, labels.tolist(), logits.argmax(1).tolist(), glosses
 
 
+def reprocess_set(
+    clips_dir: Path, raw_dir: Path, set_name: str, out_dir: Path, num_frames: int | None, frame_size: int | None
+) -> None:
+    """Preprocess the videos of one set of `clips_dir` again from `raw_dir`, as that set was made but for the clip
+    length and size (the same videos, crop and trimming)."""
+    manifest = load_manifest(clips_dir)
+    listed = {*manifest["sets"][set_name]["video_ids"], *manifest["sets"][set_name]["skipped"]}
+    index = load_index(raw_dir / "WLASL_v0.3.json").first(len(manifest["glosses"]))
+    index = index.without({i.video_id for i in index.instances} - listed)
+    spec = ClipSpec(**{f.name: manifest[f.name] for f in fields(ClipSpec)})
+    spec = replace(spec, num_frames=num_frames or spec.num_frames, frame_size=frame_size or spec.frame_size)
+    preprocess(index, raw_dir / "videos", out_dir, spec, sets=(set_name,))
+
+
 def main() -> None:
     parser = stage_parser(__doc__, params=False)
     parser.add_argument("--checkpoint", type=Path, default=Path("models/best.pth"), help="default: %(default)s")
@@ -81,11 +96,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="slr-test-") as tmp:
         clips_dir = args.clips
         if args.num_frames or args.frame_size:
-            manifest = load_manifest(args.clips)
-            index = load_index(args.raw / "WLASL_v0.3.json").first(len(manifest["glosses"]))
             clips_dir = Path(tmp) / "clips"
-            preprocess(index, args.raw / "videos", clips_dir, args.num_frames or manifest["num_frames"],
-                       args.frame_size or manifest["frame_size"], sets=(args.set,))
+            reprocess_set(args.clips, args.raw, args.set, clips_dir, args.num_frames, args.frame_size)
         result, labels, predicted, glosses = partial_test(
             args.checkpoint, clips_dir, args.set, args.batch_size, args.shuffle, args.reverse,
             args.temporal_views, args.spatial_views,

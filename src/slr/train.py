@@ -29,7 +29,7 @@ from tqdm import tqdm
 from slr import distributed
 from slr.checkpoint import load_checkpoint, save_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest
-from slr.data.preprocess import MANIFEST
+from slr.data.store import MANIFEST
 from slr.data.transforms import to_model_input
 from slr.distributed import Process
 from slr.errors import UserError

@@ -1,4 +1,4 @@
-"""The preprocessed clips of one set as a torch Dataset, read from a memory-mapped uint8 array."""
+"""The preprocessed clips of one set as a torch Dataset, read in place from the memory-mapped shards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from slr.data.preprocess import MANIFEST
+from slr.data.store import MANIFEST, ClipArray
 from slr.data.transforms import center_crop, hflip, random_crop
 from slr.errors import UserError
 from slr.files import read_json
@@ -22,14 +22,16 @@ def load_manifest(clips_dir: Path) -> dict:
     return read_json(path)
 
 
-def load_set(clips_dir: Path, set_name: str) -> tuple[np.ndarray, torch.Tensor, int]:
-    """One set's clips (memory-mapped uint8 (N, T, H, W, C)), labels, and number of videos listed but missing."""
+def load_set(clips_dir: Path, set_name: str) -> tuple[ClipArray, torch.Tensor, int]:
+    """One set's clips (uint8 (N, T, H, W, C), read in place), labels, and number of videos listed but skipped."""
     manifest = load_manifest(clips_dir)
     if set_name not in manifest["sets"]:
         raise UserError(f"unknown set {set_name!r}; valid: {', '.join(manifest['sets'])}")
     entry = manifest["sets"][set_name]
-    clips = np.load(clips_dir / f"{set_name}.npy", mmap_mode="r")
-    return clips, torch.tensor(entry["labels"]), len(entry["missing"]) + len(entry["unreadable"])
+    size = manifest["frame_size"]
+    clips = ClipArray([clips_dir / s["file"] for s in entry["shards"]], [s["rows"] for s in entry["shards"]],
+                      (manifest["num_frames"], size, size, 3))
+    return clips, torch.tensor(entry["labels"], dtype=torch.int64), len(entry["skipped"])
 
 
 class ClipDataset(Dataset):

@@ -3,11 +3,18 @@
 Format (Li et al., WACV 2020): a list of `{gloss, instances: [...]}`; a gloss's label is its index in the list, and
 aslN is the first N glosses. Each instance names its video (`<video_id>.mp4`), its split, and the sign's frame range:
 `frame_start` is 1-based, `frame_end` is inclusive and -1 means "to the end of the video".
+
+The original project's I3D code reads the same subsets from `nslt_{100,300,1000,2000}.json` instead (keyed by
+video id: `{"subset": train/val/test, "action": [label, start, end]}`); those files list a few ids that
+WLASL_v0.3.json lacks, which :func:`compare_nslt` reports rather than inventing metadata for them. WLASL also holds
+the same clip (same url and frame range) more than once, often under different glosses or in different splits:
+:func:`duplicate_groups` finds them.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +33,7 @@ class Instance:
     frame_end: int  # inclusive; -1 = to the end
     bbox: tuple[int, int, int, int]  # x1, y1, x2, y2 in source pixels
     signer_id: int
+    url: str = ""  # the source video; "" where the index has none (never counted as a duplicate)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,83 @@ class Index:
     def of_set(self, name: str) -> list[Instance]:
         """The instances of one set (train/val/test), in index order."""
         return [i for i in self.instances if i.split == name]
+
+    def without(self, video_ids: set[str]) -> Index:
+        """The same glosses without the instances of `video_ids`."""
+        return Index(self.glosses, tuple(i for i in self.instances if i.video_id not in video_ids))
+
+
+@dataclass(frozen=True)
+class NsltComparison:
+    """An nslt_N.json split file against the index's aslN subset."""
+
+    matched: dict[str, int]  # ids per set (train/val/test) that the index lists too
+    absent_from_index: list[str]  # ids the nslt file lists but WLASL_v0.3.json does not
+    disagreeing: list[str]  # ids in both whose label or set differ
+
+
+def read_precut(raw_dir: str | Path) -> bool:
+    """Whether the raw videos are already cut to their instances (`precut` in the download stage's source.json).
+
+    Pre-cut copies (the release archive, most local copies) must not be trimmed again: their frame ranges refer to
+    the long source videos. No source.json means the synthetic source, whose videos still hold the idle frames.
+    """
+    path = Path(raw_dir) / "source.json"
+    if not path.is_file():
+        return False
+    try:
+        precut = json.loads(path.read_text()).get("precut", False)
+    except (json.JSONDecodeError, AttributeError):
+        raise UserError(f"{path}: not a JSON object; re-run the download stage (dvc repro -f download)") from None
+    if not isinstance(precut, bool):
+        raise UserError(f"{path}: precut must be true or false, got {precut!r}; re-run the download stage")
+    return precut
+
+
+def load_nslt(path: str | Path) -> dict[str, tuple[str, int]]:
+    """Parse an nslt_N.json split file into {video_id: (set, label)}; UserError naming the entry at fault."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+        return {str(vid): (_set_name(e["subset"], vid), int(e["action"][0])) for vid, e in entries.items()}
+    except FileNotFoundError:
+        raise UserError(f"{path}: nslt split file not found; put the original project's nslt_N.json there") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); re-download the nslt split file") from None
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise UserError(f"{path}: not in nslt format ({{video_id: {{subset, action}}}}): {exc!r}") from None
+
+
+def compare_nslt(index: Index, nslt: dict[str, tuple[str, int]]) -> NsltComparison:
+    """Compare an nslt split (from :func:`load_nslt`) with the index subset of the same size."""
+    known = {i.video_id: (i.split, i.label) for i in index.instances}
+    matched = {name: sum(s == name for v, (s, _) in nslt.items() if v in known) for name in SETS}
+    absent = sorted(v for v in nslt if v not in known)
+    disagreeing = sorted(v for v, entry in nslt.items() if v in known and known[v] != entry)
+    return NsltComparison(matched, absent, disagreeing)
+
+
+def duplicate_groups(index: Index) -> list[list[Instance]]:
+    """Groups of two or more instances that are the same clip (same url and frame range), in index order."""
+    groups: dict[tuple[str, int, int], list[Instance]] = defaultdict(list)
+    for instance in index.instances:
+        if instance.url:
+            groups[(instance.url, instance.frame_start, instance.frame_end)].append(instance)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def cross_split_copies(groups: list[list[Instance]]) -> list[str]:
+    """Ids of the evaluation copies of clips that also stand in an earlier set (order train, val, test).
+
+    A clip in train and test keeps its train copy: dropping it from the evaluation set stops a test score from
+    rewarding memorised training clips, and leaves the training data as published. A clip in val and test keeps
+    its val copy, for the same reason (val chooses the checkpoint).
+    """
+    dropped = []
+    for group in groups:
+        first = min(SETS.index(i.split) for i in group)
+        dropped += [i.video_id for i in group if SETS.index(i.split) > first]
+    return sorted(dropped)
 
 
 def load_index(path: str | Path) -> Index:
@@ -71,10 +156,14 @@ def load_index(path: str | Path) -> Index:
     return Index(tuple(glosses), tuple(instances))
 
 
+def _set_name(name: str, video_id: str) -> str:
+    if name not in SETS:
+        raise ValueError(f"video {video_id}: split {name!r} is not one of {SETS}")
+    return name
+
+
 def _instance(raw: dict, label: int) -> Instance:
-    split = raw["split"]
-    if split not in SETS:
-        raise ValueError(f"video {raw['video_id']}: split {split!r} is not one of {SETS}")
+    split = _set_name(raw["split"], raw["video_id"])
     x1, y1, x2, y2 = (int(v) for v in raw["bbox"])
     return Instance(
         video_id=str(raw["video_id"]),
@@ -84,4 +173,5 @@ def _instance(raw: dict, label: int) -> Instance:
         frame_end=int(raw["frame_end"]),
         bbox=(x1, y1, x2, y2),
         signer_id=int(raw["signer_id"]),
+        url=str(raw.get("url", "")),
     )
