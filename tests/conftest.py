@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc.utils.hydra import compose_and_dump
 
 from slr.params import TrainParams, from_dict
 
@@ -40,6 +41,26 @@ def train_params(**overrides: object) -> TrainParams:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
     _merge(raw, overrides)
     return from_dict(TrainParams, raw, prefix="train.")
+
+
+def _use_tiny_config(root: Path) -> None:
+    """Make TINY the repo's default composition, the way a user adds a recipe: conf/recipe/tiny.yaml (the cpu
+    recipe with TINY's sizes) chosen in conf/config.yaml, which also takes TINY's data and evaluate values; then
+    params.yaml is composed as `dvc exp run` would, so `dvc repro` and `dvc exp run -S ...` both run TINY."""
+    recipe = yaml.safe_load((root / "conf/recipe/cpu.yaml").read_text())
+    _merge(recipe, {key: TINY[key] for key in ("preprocess", "train")})
+    (root / "conf/recipe/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(recipe, sort_keys=False))
+    config = yaml.safe_load((root / "conf/config.yaml").read_text())
+    config["defaults"] = [{"recipe": "tiny"} if entry == {"recipe": "cpu"} else entry for entry in config["defaults"]]
+    _merge(config, {key: TINY[key] for key in ("data", "evaluate")})
+    (root / "conf/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    compose_params(root / "conf", root / "params.yaml")
+
+
+def compose_params(conf: Path, out: Path, *overrides: str) -> Path:
+    """Write to `out` what `dvc exp run -S <overrides>` makes params.yaml from the Hydra config folder `conf`."""
+    compose_and_dump(out, str(conf), None, "config", "", list(overrides))
+    return out
 
 
 def _merge(base: dict, update: dict) -> None:
@@ -73,9 +94,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / name)
     (root / "dvc.lock").unlink(missing_ok=True)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    _merge(params, TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _use_tiny_config(root)
     sh(root, "git", "init", "-q")
     # `dvc exp run` commits too: give the repo its own identity, whatever the machine's git config holds.
     sh(root, "git", "config", "user.name", "slr tests")
