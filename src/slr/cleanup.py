@@ -197,18 +197,18 @@ def report(plan: Plan, metric: str, by: list[str], steps: list[tuple[str, ...]])
         lines += ["", f"dvc gc then deletes {len(plan.unused)} cache objects, {plan.freed}:"]
         lines += [f"  {_bytes(size):>9}  {owners[oid]}  ({oid})" for oid, size in plan.unused.items() if oid in owners]
         if others := [size for oid, size in plan.unused.items() if oid not in owners]:
-            lines.append(f"  {_bytes(sum(others)):>9}  {len(others)} other objects that no commit, experiment or the "
-                         "workspace uses (files inside removed folders, outputs of runs never saved)")
+            lines.append(f"  {_bytes(sum(others)):>9}  {len(others)} other objects nothing uses (outputs of runs never "
+                         "saved, files of removed folders)")
     return "\n".join(lines)
 
 
 def _bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    """184123456 -> "184.1 MB": decimal units, as DVC's own progress bars count."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    power = 0
+    while power < len(units) - 1 and count >= 1000 ** (power + 1):
+        power += 1
+    return f"{count} B" if power == 0 else f"{count / 1000 ** power:.1f} {units[power]}"
 
 
 def confirmed(yes: bool, question: str) -> bool:
