@@ -42,11 +42,12 @@ def test_local_folder_is_linked_into_the_raw_contract(tmp_path: Path) -> None:
     assert sorted(p.stem for p in (raw / "videos").iterdir()) == video_ids()[:-2]
     video = video_ids()[0] + ".mp4"
     assert (raw / "videos" / video).stat().st_ino == (copy / "videos" / video).stat().st_ino  # hardlinked
-    assert not (raw / "splits").exists()  # nslt files are not in WLASL_v0.3 format
+    assert not (raw / "splits").exists()  # nslt files are not in WLASL_v0.3 format...
+    assert _read(raw, "nslt_100.json") == _read(copy, "nslt_100.json")  # ...but preprocess compares them
     assert report == {
         "source": "local", "glosses": len(GLOSSES), "instances": 2 * len(GLOSSES), "videos": len(video_ids()) - 2,
         "instances_without_video": 2, "path": str(copy), "data_dvc_md5": MD5, "index": "WLASL_v0.3.json",
-        "split_files": [],
+        "split_files": [], "nslt_files": ["nslt_100.json"],
     }
     assert from_local(copy, raw, (str(tmp_path / "elsewhere"), MD5))["data_dvc_md5"] is None
 

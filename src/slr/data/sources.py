@@ -26,6 +26,7 @@ ARCHIVES = {"splits": "splits.zip", "videos": "WLASL2000.zip"}  # the names the 
 # WLASL's start_kit writes <video_id>.mp4 already cut to the instance's frame range, so preprocess must not trim the
 # released or local clips again; the synthetic videos are full length, with idle frames around the sign.
 PRECUT = {"synthetic": False, "release": True, "local": True}
+NSLT_FILES = {f"nslt_{n}.json" for n in (100, 300, 1000, 2000)}
 
 
 def materialise(
@@ -125,7 +126,12 @@ def _assemble(root: Path, where: str, out: Path) -> dict:
         _link(split, out / "splits" / name)
     for video_id, video in videos.items():
         _link(video, out / "videos" / f"{video_id}.mp4")
-    return {"index": index.name, "split_files": sorted(splits)}
+    # The original project's nslt_N.json split files, where the copy has them: preprocess compares them with the
+    # index and reports the ids they list that the index lacks.
+    nslt = _unique((p for p in root.rglob("nslt_*.json") if p.name in NSLT_FILES), lambda p: p.name, "nslt file")
+    for name, path in nslt.items():
+        _link(path, out / name)
+    return {"index": index.name, "split_files": sorted(splits), "nslt_files": sorted(nslt)}
 
 
 def _index_files(root: Path) -> dict[Path, list[str]]:
