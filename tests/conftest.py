@@ -71,11 +71,15 @@ def _merge(base: dict, update: dict) -> None:
             base[key] = value
 
 
+def tool_env() -> dict[str, str]:
+    """The environment for `dvc` and stage commands: the test's Python first on PATH (DVC stages call `python`)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1"}
+
+
 def sh(cwd: Path, *args: str, stdout_only: bool = False) -> str:
-    """Run a command with the test's Python first on PATH (DVC stages call `python`); return its output."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """Run a command in `tool_env()`; assert it succeeded and return its output."""
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout if stdout_only else result.stdout + result.stderr
 

@@ -28,7 +28,7 @@ from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import EarlyStoppingParams, SchedulerParams
 from slr.train import Precision, Run, accumulation_sizes, rewind_live, seed_everything, train_epoch
 
-from conftest import REPO, TINY, train_params
+from conftest import REPO, TINY, copy_repo, sh, tool_env, train_params
 
 CPU = Process(0, 1, torch.device("cpu"))
 
@@ -227,6 +227,28 @@ def test_killed_training_resumes_at_the_next_epoch_with_identical_results(repo: 
     out = _run(_train_command(repo, killed, params))
     assert "finished run of these params; training again from scratch" in out and "epoch 1/3" in out
     assert _results(killed)["metrics"] == whole["metrics"]
+
+
+@pytest.mark.slow
+def test_killed_dvc_repro_resumes_from_the_persisted_checkpoint(repo: Path, tmp_path: Path) -> None:
+    root = copy_repo(repo, tmp_path / "repo")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "epoch 1/3:" in line:
+            os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs
+            break
+    process.wait()
+    out = sh(root, "dvc", "repro")
+    assert "resuming this run from models/last.pth, where 1 epochs are done" in out  # persist: DVC kept it
+    assert "epoch 1/3:" not in out and "epoch 2/3:" in out and "epoch 3/3:" in out
+    curve = (root / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in curve] == ["step", "0", "1", "2"]  # history continued, not restarted
+    assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")
 
 
 @pytest.mark.slow

@@ -147,7 +147,7 @@ def train_epoch(
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-        sums += torch.stack([loss.detach(), (logits.argmax(1) == y).sum().float(), torch.tensor(len(y), device=device)])
+        sums += _tally(loss.detach(), logits, y)
     return _scores(sums)
 
 
@@ -171,8 +171,14 @@ def evaluate(
         with precision.context(device):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
-        sums += torch.stack([loss, (logits.argmax(1) == y).sum().float(), torch.tensor(len(y), device=device)])
+        sums += _tally(loss, logits, y)
     return _scores(sums)
+
+
+def _tally(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One batch's (summed loss, correct, clips), on the device."""
+    correct = (logits.argmax(1) == labels).sum().float()
+    return torch.stack([loss, correct, torch.tensor(float(len(labels)), device=loss.device)])
 
 
 def _scores(sums: torch.Tensor) -> Scores:
