@@ -30,6 +30,16 @@ setup() {
     echo "$want" > "$STAMP"
 }
 
+# data.dvc tracks data/wlasl, the WLASL copy you bring, empty until then. DVC cannot check out or pull anything
+# (`dvc exp apply`, `dvc pull`) while that empty folder's listing is missing from the cache, as it is in a fresh
+# clone: record it, only while data.dvc still names the empty folder (never over a copy you have brought).
+EMPTY_DIR=d751713988987e9331980363e24189ce.dir
+seed_data_dvc() {
+    if grep -q "md5: $EMPTY_DIR" data.dvc && [[ ! -f .dvc/cache/files/md5/${EMPTY_DIR:0:2}/${EMPTY_DIR:2} ]]; then
+        mkdir -p data/wlasl && dvc commit -q -f data.dvc
+    fi
+}
+
 cmd=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
@@ -37,6 +47,7 @@ case "$cmd" in
     repro)
         setup
         export PATH="$PWD/$VENV/bin:$PATH" DVC_NO_ANALYTICS=1
+        seed_data_dvc
         dvc repro "$@"
         ;;
     test)

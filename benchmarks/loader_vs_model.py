@@ -1,6 +1,6 @@
 """Loader against model: reading preprocessed clips into normalised float batches vs one R3D_18 step, on CPU.
 
-Loader: the training path itself (ClipDataset with random crops, slr.train.make_loader, to_model_input) over
+Loader: the training path itself (ClipDataset with random crops, slr.train.train_loader, to_model_input) over
 clips preprocessed to 16x128x128 and cropped to 112. Model: R3D_18 forward + backward + optimiser step on the same
 batches (16x112x112, fresh weights). The figure is model time / loader time per batch (target: at least 5).
 
@@ -22,7 +22,8 @@ from slr.data.dataset import ClipDataset
 from slr.data.preprocess import ClipSpec, preprocess
 from slr.data.transforms import to_model_input
 from slr.models import build_model, normalization
-from slr.train import make_loader
+from slr.distributed import Process
+from slr.train import train_loader
 
 
 def main() -> None:
@@ -36,8 +37,8 @@ def main() -> None:
     shutil.rmtree(clips_dir, ignore_errors=True)
     preprocess(index, video_dir, clips_dir, ClipSpec(16, 128, "center", 0.0, trim=False), sets=("train",))
     mean, std = normalization("R3D_18")
-    loader = make_loader(ClipDataset(clips_dir, "train", 112, train=True, flip=True, seed=0), args.batch_size,
-                         shuffle=True, seed=0)
+    dataset = ClipDataset(clips_dir, "train", 112, train=True, flip=True, seed=0)
+    loader = train_loader(dataset, args.batch_size, seed=0, process=Process(0, 1, torch.device("cpu")))
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}")
 
     batches, labels = [], []

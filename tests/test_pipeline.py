@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import REPO
 from conftest import sh as _sh
 
 pytestmark = pytest.mark.slow
@@ -15,7 +18,9 @@ pytestmark = pytest.mark.slow
 def test_all_stages_write_their_outputs(repo: Path) -> None:
     data = json.loads((repo / "metrics/data.json").read_text())
     assert data["classes"] == 4
-    assert data["train"] == {"listed": 24, "present": 24, "readable": 24, "short": 0}
+    assert data["train"] == {"listed": 24, "present": 24, "readable": 24, "short": 0, "bbox_fallback": 0,
+                             "skipped": {"missing": 0, "unreadable": 0, "zero_frame": 0, "truncated": 0}}
+    assert json.loads((repo / "metrics/download.json").read_text())["videos"] == 44
     result = json.loads((repo / "metrics/eval.json").read_text())
     assert set(result) == {"check_name", "best_val_acc", "best_val_loss", "test", "val", "test_shuff", "val_consistent"}
     assert result["val_consistent"] is True
@@ -82,3 +87,34 @@ def test_plots_diff_overlays_two_experiments(repo: Path, mc3_experiment: str) ->
         "test, shuffled (one permutation)",
         "test, shuffled (mean of 4)",
     }
+
+
+def _readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with `prefix`, split as a shell would: tests run what users read."""
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(prefix))
+    return shlex.split(line.split("  #")[0])
+
+
+def test_queued_grid_runs_and_the_comparison_table_shows_it(repo: Path, mc3_experiment: str) -> None:
+    _sh(repo, "dvc", "exp", "run", "--queue", "-S", "model=MC3_18,R3D_18", "-S", "train.epochs=1", "-S", "seed=3")
+    _sh(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = _sh(repo, "dvc", "queue", "status", stdout_only=True)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+    table = _sh(repo, *_readme_command("dvc exp show --md --drop"), stdout_only=True)
+    header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
+    assert sorted(header) == sorted([
+        "Experiment", "model", "data.split", "preprocess.num_frames",
+        "test.top_k_per_instance_acc.top1", "test.top_k_per_instance_acc.top5",
+        "test_shuff.top_k_per_instance_acc.top1", "test_shuff.top_k_per_instance_acc.top5",
+        "test.top_k_average_per_class_acc.top1",
+    ])
+    rows = json.loads(_sh(repo, "dvc", "exp", "show", "--json", stdout_only=True))
+    runs = [rev for row in rows if row["rev"] != "workspace" for exp in row["experiments"] or [] for rev in exp["revs"]]
+    grid = {(r["data"]["params"]["params.yaml"]["data"]["model"], r["data"]["params"]["params.yaml"]["data"]["seed"])
+            for r in runs}
+    assert {("MC3_18", 3), ("R3D_18", 3)} <= grid
