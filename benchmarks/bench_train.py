@@ -20,16 +20,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from slr.data.transforms import to_model_input
 from slr.distributed import Process
-from slr.models import build_model, check_input, normalization
+from slr.models import MODELS, build_model, check_input, normalization
 from slr.train import Precision, accumulation_sizes, seed_everything, train_epoch
 
-# Each model's clip (frames, size) in the original recipe: 16 frames at 224, 112 for the video ResNets, 32 for S3D.
-RECIPE_INPUT = {
-    "R3D_18": (16, 112), "MC3_18": (16, 112), "R(2+1)D_18": (16, 112), "S3D": (32, 224),
-    "Swin3D_T": (16, 224), "Swin3D_S": (16, 224), "Swin3D_B": (16, 224), "MViTv2_S": (16, 224), "MViTv1_B": (16, 224),
-}
+# Each model's clip (frames, crop size) in the `original` recipe of conf/ (conf/model/S3D.yaml: 32 frames).
+RECIPE_INPUT = {name: (32 if name == "S3D" else 16, 224) for name in MODELS}
 
 
 def _sync(device: torch.device) -> None:
