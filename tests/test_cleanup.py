@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_repo, sh
+from slr import cleanup
 from slr.cleanup import Experiment, choose, confirmed, resolve
 from slr.errors import UserError
 
@@ -173,3 +174,13 @@ def test_yes_deletes_exactly_what_the_dry_run_listed(exps_repo: Path) -> None:
         assert yaml.safe_load((exps_repo / "params.yaml").read_text())["seed"] == int(name.removeprefix("seed"))
         best = hashlib.md5((exps_repo / "models/best.pth").read_bytes()).hexdigest()
         assert best == experiments[name]["outs"]["models/best.pth"]["hash"]
+
+
+@pytest.mark.parametrize(("executor", "saved"), [
+    (None, True),  # run in the workspace
+    ({"state": "success", "name": "dvc-task", "local": None}, True),  # run by `dvc queue start`
+    ({"state": "queued", "name": None, "local": None}, False),
+    ({"state": "failed", "name": "dvc-task", "local": None}, False),
+])
+def test_queue_runs_that_succeeded_are_candidates(executor: dict | None, saved: bool) -> None:
+    assert cleanup._finished({"executor": executor, "revs": []}) is saved

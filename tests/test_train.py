@@ -83,6 +83,11 @@ def test_cosine_after_linear_warmup() -> None:
     assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, *cosine], abs=1e-9)
 
 
+def test_warm_up_then_warm_restarts_ramps_to_the_base_lr() -> None:
+    # CosineAnnealingWarmRestarts resets the lr when built; the warm-up must still start at lr / (warmup + 1)
+    assert _lrs(*_schedule("warm_restarts", warmup=2, t0=2), [1.0] * 4) == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5, 1.0])
+
+
 def test_warm_restarts_and_plateau() -> None:
     assert _lrs(*_schedule("warm_restarts", t0=2), [1.0] * 4) == pytest.approx([1.0, 0.5, 1.0, 0.5, 1.0])
     # plateau (factor 0.5, patience 1) after one warm-up epoch: two epochs without improvement halve the lr

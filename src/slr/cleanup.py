@@ -99,16 +99,23 @@ def resolve(name: str, available: set[str], what: str) -> str:
     raise UserError(f"unknown {what} '{name}'; available: {', '.join(sorted(available))}")
 
 
+def _finished(exp: dict) -> bool:
+    """A saved experiment: run in the workspace (no executor) or by `dvc queue` to success."""
+    executor = exp.get("executor")
+    return executor is None or executor.get("state") == "success"
+
+
 def read_experiments(root: Path, metric: str, by: list[str], all_commits: bool) -> tuple[list[Experiment], str]:
     """The saved experiments of HEAD's baseline (all baselines if `all_commits`), and the metric's column name.
 
     `dvc exp show --json` rather than `dvc.api.exp_show()`: the API flattens the table, rounds the creation time to
     the minute ("01:25 PM") and drops the file names, so neither "latest" nor a qualified metric survive it.
-    Queued, running and failed runs have no commit of their own to remove, so they are never candidates.
+    Queued, running and failed runs have no commit of their own to remove, so they are never candidates; a run
+    that `dvc queue` finished keeps an executor entry in state "success" and is one.
     """
     rows = json.loads(dvc(root, "exp", "show", "--json", *(["--all-commits"] if all_commits else [])))
     runs = [(row["rev"], rev) for row in rows for exp in row.get("experiments") or []
-            if exp.get("executor") is None for rev in exp["revs"]]
+            if _finished(exp) for rev in exp["revs"]]
     if not runs:
         raise UserError(f"no experiments in {root}: nothing to clean up (`dvc exp run` saves experiments)")
     metrics = [columns(run["data"].get("metrics") or {}) for _, run in runs]

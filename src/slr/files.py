@@ -23,9 +23,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         tmp_path.chmod(0o644)  # mkstemp makes 0600; outputs are ordinary files
+        sync_file(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def sync_file(path: str | Path) -> None:
+    """Flush `path`'s data to disk. Before a rename that declares a file complete: after a crash or power loss
+    (unlike a kill, which leaves the page cache to the kernel) the name could otherwise point at unwritten blocks."""
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
 
 
 @contextmanager

@@ -44,9 +44,6 @@ class Schedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, p: SchedulerParams, epochs: int) -> None:
         self.p, self.epochs_done = p, 0
-        self.warmup: LRScheduler | None = None
-        if p.warmup_epochs:
-            self.warmup = LinearLR(optimizer, start_factor=1 / (p.warmup_epochs + 1), total_iters=p.warmup_epochs)
         self.main: LRScheduler | ReduceLROnPlateau | None = None
         if p.name == "cosine":
             self.main = CosineAnnealingLR(optimizer, T_max=max(1, epochs - p.warmup_epochs))
@@ -54,6 +51,11 @@ class Schedule:
             self.main = CosineAnnealingWarmRestarts(optimizer, T_0=p.t0)
         elif p.name == "plateau":
             self.main = ReduceLROnPlateau(optimizer, mode="min", factor=p.factor, patience=p.patience)
+        # Built last: a scheduler sets the lr when it is built (CosineAnnealingWarmRestarts back to the base lr),
+        # so the warm-up's starting factor must be the last word.
+        self.warmup: LRScheduler | None = None
+        if p.warmup_epochs:
+            self.warmup = LinearLR(optimizer, start_factor=1 / (p.warmup_epochs + 1), total_iters=p.warmup_epochs)
 
     def step(self, val_loss: float) -> None:
         """Advance one epoch; ReduceLROnPlateau judges `val_loss`."""

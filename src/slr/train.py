@@ -70,11 +70,18 @@ class Precision:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every generator and ask torch for deterministic kernels, so a CPU run repeats to the last digit."""
+    """Seed every generator; on CPU also ask for deterministic kernels, so a CPU run repeats to the last digit.
+
+    On a GPU, deterministic 3D-convolution kernels can cost much of the speed, so there cuDNN picks the fastest
+    ones instead (results then vary in the last digits between runs).
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train_loader(dataset: ClipDataset, batch_size: int, seed: int, process: Process) -> DataLoader:
@@ -91,9 +98,10 @@ def eval_loader(dataset: ClipDataset, batch_size: int, process: Process) -> Data
 
 
 def _loader(dataset: Dataset, batch_size: int, process: Process, sampler: Sampler | None = None) -> DataLoader:
-    workers = process.loader_workers
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=process.device.type == "cuda")
+    # Workers are started afresh every epoch (not persistent): each holds a copy of the dataset, and a persistent
+    # copy would never see ClipDataset.set_epoch, repeating the first epoch's crops and flips for the whole run.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=process.loader_workers,
+                      pin_memory=process.device.type == "cuda")
 
 
 def accumulation_sizes(num_samples: int, batch_size: int, accumulate: int) -> list[int]:
@@ -210,7 +218,7 @@ class Run:
     gradient scaler, best epoch, RNG, and how many epochs are done."""
 
     def __init__(self, model: nn.Module, model_name: str, p: TrainParams, device: torch.device) -> None:
-        self.model = model
+        self.model, self.device = model, device
         self.optimizer = make_optimizer(model, model_name, p)
         self.schedule = Schedule(self.optimizer, p.scheduler, p.epochs)
         self.stopper = EarlyStopping(p.early_stopping)
@@ -231,8 +239,9 @@ class Run:
             "schedule": self.schedule.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "scaler": self.scaler.state_dict(),
+            # this process's GPU only: a resumed run may see another number of GPUs
             "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -243,8 +252,8 @@ class Run:
         self.stopper.load_state_dict(state["early_stopping"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
 
 def resume(run: Run, out_dir: Path, fingerprint: dict[str, Any], process: Process) -> bool:
@@ -322,7 +331,7 @@ def fit(
         run.epoch = epoch
         run.schedule.step(val.loss)
         run.stopped = run.stopper.update(val.loss)
-        improved = not run.best or val.loss < run.best["val_loss"]
+        improved = math.isfinite(val.loss) and (not run.best or val.loss < run.best["val_loss"])
         if improved:
             run.best = {"epoch": epoch, "val_loss": val.loss, "val_acc": val.acc}
         if process.is_main:
