@@ -95,6 +95,11 @@ def _release(srv: LoopbackServer, splits_sha256: str = "", videos_sha256: str = 
     return ReleaseParams(srv.url("splits.zip"), splits_sha256, srv.url("WLASL2000.zip"), videos_sha256)
 
 
+def _archives(folder: Path) -> list[str]:
+    """The files in a downloads folder, but for the `.url` notes of where each came from."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".url")
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -117,7 +122,8 @@ def test_full_download_unpacks_the_raw_contract(server: LoopbackServer, tmp_path
     }
     assert (report["glosses"], report["instances"], report["videos"], report["instances_without_video"]) == (
         len(GLOSSES), 2 * len(GLOSSES), len(ids), 1)
-    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["WLASL2000.zip", "splits.zip"]
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == [
+        "WLASL2000.zip", "WLASL2000.zip.url", "splits.zip", "splits.zip.url"]
     # A rerun reuses the verified archives (no request) and writes the same report.
     before = len(server.requests)
     assert from_release(release, raw, tmp_path / "downloads", Path("data/wlasl")) == report
@@ -176,7 +182,7 @@ def test_sha256_mismatch_unpacks_nothing(server: LoopbackServer, tmp_path: Path)
     assert f"sha256 {actual} but data.release.videos_sha256 expects {'ab' * 32}" in message
     assert f"set data.release.videos_sha256: {actual}" in message and "\n" not in message
     assert not (tmp_path / "raw").exists()
-    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["WLASL2000.zip.bad", "splits.zip"]
+    assert _archives(tmp_path / "dl") == ["WLASL2000.zip.bad", "splits.zip"]
 
 
 @pytest.mark.parametrize(("html", "content_type", "message"), [
@@ -194,7 +200,7 @@ def test_a_web_page_is_never_taken_for_the_archive(
     with pytest.raises(UserError, match=re.escape(message)) as exc:
         from_release(_release(server), tmp_path / "raw", tmp_path / "dl", Path("data/wlasl"))
     assert "download by hand" in str(exc.value) and "data/wlasl/splits.zip" in str(exc.value)
-    assert not (tmp_path / "raw").exists() and list((tmp_path / "dl").iterdir()) == []
+    assert not (tmp_path / "raw").exists() and _archives(tmp_path / "dl") == []
 
 
 def _closed_port() -> int:
@@ -250,3 +256,13 @@ def test_stage_prints_one_line_error(server: LoopbackServer, tmp_path: Path) -> 
     assert len(lines) == 1 and lines[0].startswith(f"error: {server.url('splits.zip')} answered with a web page")
     assert "download by hand" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "raw").exists() and not (tmp_path / "download.json").exists()
+
+
+def test_a_changed_url_is_downloaded_again(server: LoopbackServer, tmp_path: Path) -> None:
+    server.files["other.zip"] = server.files["splits.zip"] + b"another release"  # not a valid zip: content only
+    dest = tmp_path / "splits.zip"
+    first = fetch(server.url("splits.zip"), dest)
+    second = fetch(server.url("other.zip"), dest)  # same file name, another URL, no sha256 pinned
+    assert first.sha256 == _sha(server.files["splits.zip"]) and second.sha256 == _sha(server.files["other.zip"])
+    assert dest.read_bytes() == server.files["other.zip"]
+    assert (tmp_path / "splits.zip.url").read_text() == server.url("other.zip")

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from slr.errors import UserError
+from slr.files import atomic_path
 
 CHUNK = 1 << 20
 TIMEOUT_S = 15.0  # per connect and per read: offline fails in seconds, a slow but live server still gets through
@@ -64,6 +65,7 @@ def fetch(
         retries: further attempts after a dropped connection, waiting backoff_s, 2*backoff_s, ... between them.
     """
     part = dest.with_name(dest.name + ".part")
+    _forget_other_url(url, dest, part)
     if not dest.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(retries + 1):
@@ -90,6 +92,20 @@ def fetch(
         )
     os.replace(source, dest)
     return Fetched(url, dest, dest.stat().st_size, digest, pinned=bool(sha256))
+
+
+def _forget_other_url(url: str, dest: Path, part: Path) -> None:
+    """Files are named by archive, not by URL: when the URL param changes, neither a complete copy nor a partial
+    one of the old URL may be reused (an unpinned sha256 would not catch it), so `<name>.url` records whose they are.
+    """
+    source = dest.with_name(dest.name + ".url")
+    if source.is_file() and source.read_text() != url:
+        print(f"download: {dest.name} came from {source.read_text()}, not {url}; downloading it again", file=sys.stderr)
+        dest.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+    if not source.is_file() or source.read_text() != url:
+        with atomic_path(source) as tmp:
+            tmp.write_text(url)
 
 
 def _transfer(url: str, part: Path, timeout_s: float) -> None:
