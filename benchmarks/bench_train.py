@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from slr.distributed import Process
 from slr.models import MODELS, build_model, check_input, normalization
-from slr.train import Precision, accumulation_sizes, seed_everything, train_epoch
+from slr.train import Feed, accumulation_sizes, seed_everything, train_epoch
 
 # Each model's clip (frames, crop size) in the `original` recipe of conf/ (conf/model/S3D.yaml: 32 frames).
 RECIPE_INPUT = {name: (32 if name == "S3D" else 16, 224) for name in MODELS}
@@ -38,10 +38,10 @@ def _batches(num: int, batch: int, frames: int, size: int, classes: int) -> list
              torch.randint(0, classes, (batch,))) for _ in range(num)]
 
 
-def _setup(name: str, classes: int, precision: Precision, device: torch.device
+def _setup(name: str, classes: int, feed: Feed, device: torch.device
            ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
     model = build_model(name, classes, dropout=0.5).to(device)
-    if precision.channels_last:
+    if feed.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-5, weight_decay=1e-3)
     return model, optimizer, torch.amp.GradScaler(device.type, enabled=False)
@@ -58,19 +58,18 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
 def overhead(args: argparse.Namespace) -> None:
     process = Process(0, 1, torch.device(args.device))
     device = process.device
-    precision = Precision(torch.bfloat16 if args.amp else None, args.amp)
-    mean, std = normalization(args.model)
+    feed = Feed(*normalization(args.model), torch.bfloat16 if args.amp else None, args.amp)
     check_input(args.model, args.frames, args.size)
     seed_everything(0)
     batches = _batches(args.batches, args.batch, args.frames, args.size, 10)
-    model, optimizer, scaler = _setup(args.model, 10, precision, device)
+    model, optimizer, scaler = _setup(args.model, 10, feed, device)
     sizes = accumulation_sizes(args.batches * args.batch, args.batch, 1)
 
     def bare() -> None:
         model.train()
         for clips, labels in batches:
-            x = precision.inputs(clips, mean, std, device)
-            with precision.context(device):
+            x = feed.inputs(clips, device)
+            with feed.context(device):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -78,7 +77,7 @@ def overhead(args: argparse.Namespace) -> None:
             optimizer.step()
 
     def loop() -> None:
-        train_epoch(model, batches, sizes, 1, optimizer, scaler, precision, mean, std, process)
+        train_epoch(model, batches, sizes, 1, optimizer, scaler, feed, process)
 
     bare(), loop()  # warm-up: kernels chosen, allocator primed
     times: dict[str, list[float]] = {"bare": [], "loop": []}
@@ -101,18 +100,17 @@ def throughput(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|")
     for name in args.models:
         frames, size = RECIPE_INPUT[name]
-        mean, std = normalization(name)
         batches = _batches(args.batches, args.batch, frames, size, 100)
         sizes = accumulation_sizes(args.batches * args.batch, args.batch, 1)
         rates, peaks = [], []
-        for precision in (Precision(None, False), Precision(torch.bfloat16, True)):
+        for feed in (Feed(*normalization(name)), Feed(*normalization(name), torch.bfloat16, True)):
             seed_everything(0)
-            model, optimizer, scaler = _setup(name, 100, precision, process.device)
+            model, optimizer, scaler = _setup(name, 100, feed, process.device)
             warm = batches[: args.warmup]
-            train_epoch(model, warm, sizes[: len(warm)], 1, optimizer, scaler, precision, mean, std, process)
+            train_epoch(model, warm, sizes[: len(warm)], 1, optimizer, scaler, feed, process)
             torch.cuda.reset_peak_memory_stats()
-            seconds = _timed(lambda: train_epoch(model, batches, sizes, 1, optimizer, scaler, precision, mean, std,
-                                                 process), process.device)
+            seconds = _timed(lambda: train_epoch(model, batches, sizes, 1, optimizer, scaler, feed, process),
+                             process.device)
             rates.append(args.batches * args.batch / seconds)
             peaks.append(torch.cuda.max_memory_allocated() / 2**30)
             del model, optimizer

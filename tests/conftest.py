@@ -39,7 +39,7 @@ TINY = {
 def train_params(**overrides: object) -> TrainParams:
     """params.yaml's train section with `overrides` (nested sections as dicts), e.g. train_params(epochs=1)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
-    _merge(raw, overrides)
+    merge(raw, overrides)
     return from_dict(TrainParams, raw, prefix="train.")
 
 
@@ -48,11 +48,11 @@ def _use_tiny_config(root: Path) -> None:
     recipe with TINY's sizes) chosen in conf/config.yaml, which also takes TINY's data and evaluate values; then
     params.yaml is composed as `dvc exp run` would, so `dvc repro` and `dvc exp run -S ...` both run TINY."""
     recipe = yaml.safe_load((root / "conf/recipe/cpu.yaml").read_text())
-    _merge(recipe, {key: TINY[key] for key in ("preprocess", "train")})
+    merge(recipe, {key: TINY[key] for key in ("preprocess", "train")})
     (root / "conf/recipe/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(recipe, sort_keys=False))
     config = yaml.safe_load((root / "conf/config.yaml").read_text())
     config["defaults"] = [{"recipe": "tiny"} if entry == {"recipe": "cpu"} else entry for entry in config["defaults"]]
-    _merge(config, {key: TINY[key] for key in ("data", "evaluate")})
+    merge(config, {key: TINY[key] for key in ("data", "evaluate")})
     (root / "conf/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     compose_params(root / "conf", root / "params.yaml")
 
@@ -63,10 +63,11 @@ def compose_params(conf: Path, out: Path, *overrides: str) -> Path:
     return out
 
 
-def _merge(base: dict, update: dict) -> None:
+def merge(base: dict, update: dict) -> None:
+    """Update nested dict `base` in place with `update`, section by section."""
     for key, value in update.items():
         if isinstance(value, dict):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
 

@@ -26,9 +26,9 @@ from slr.errors import UserError
 from slr.models import build_model, head_parameters, weights_file
 from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import EarlyStoppingParams, SchedulerParams
-from slr.train import Precision, Run, accumulation_sizes, rewind_live, seed_everything, train_epoch
+from slr.train import Feed, Run, accumulation_sizes, rewind_live, seed_everything, train_epoch
 
-from conftest import REPO, TINY, copy_repo, sh, tool_env, train_params
+from conftest import REPO, TINY, copy_repo, merge, sh, tool_env, train_params
 
 CPU = Process(0, 1, torch.device("cpu"))
 
@@ -48,8 +48,7 @@ def _linear_run(batch_size: int, accumulate: int) -> tuple[nn.Module, torch.opti
     loader = DataLoader(TensorDataset(clips, labels), batch_size=batch_size)
     sizes = accumulation_sizes(10, batch_size, accumulate)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    train_epoch(model, loader, sizes, accumulate, optimizer, scaler, Precision(None, False), (0.5,) * 3, (0.2,) * 3,
-                CPU)
+    train_epoch(model, loader, sizes, accumulate, optimizer, scaler, Feed((0.5,) * 3, (0.2,) * 3), CPU)
     return model, optimizer
 
 
@@ -178,9 +177,7 @@ def test_missing_weights_offline_fail_in_seconds(
 
 def _stage_params(tmp_path: Path, **train: object) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update({k: v for k, v in values.items() if not isinstance(v, dict)})
-    params["train"].update(train)
+    merge(params, {**TINY, "train": {**TINY["train"], **train}})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -303,14 +300,13 @@ def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path) -> None:
 def test_amp_and_channels_last_learn_on_cuda(amp: str) -> None:
     device = torch.device("cuda")
     p = train_params(amp=amp, channels_last=True, backbone_lr=1e-3, head_lr=1e-3)
-    precision = Precision.choose(p, device)
-    assert precision.autocast == {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    feed = Feed.choose(p, device, (0.45,) * 3, (0.225,) * 3)
+    assert feed.autocast == {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
     seed_everything(0)
     model = build_model("R3D_18", num_classes=4, dropout=0.0).to(device).to(memory_format=torch.channels_last_3d)
     run = Run(model, "R3D_18", p, device)
     assert run.scaler.is_enabled() == (amp == "fp16")
     batch = [(torch.randint(0, 256, (8, 8, 32, 32, 3), dtype=torch.uint8), torch.arange(8) % 4)]
     process = Process(0, 1, device)
-    losses = [train_epoch(model, batch, [8], 1, run.optimizer, run.scaler, precision, (0.45,) * 3, (0.225,) * 3,
-                          process).loss for _ in range(15)]
+    losses = [train_epoch(model, batch, [8], 1, run.optimizer, run.scaler, feed, process).loss for _ in range(15)]
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0] / 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import random
 from collections.abc import Iterable
@@ -46,26 +45,28 @@ class Scores:
 
 
 @dataclass(frozen=True)
-class Precision:
-    """How batches meet the model: autocast dtype (None = fp32) and memory format. CUDA only; CPU is plain fp32."""
+class Feed:
+    """How batches meet the model: its normalisation, the autocast dtype (None = fp32) and the memory format.
+    Autocast and channels-last are for CUDA only; on CPU the model sees plain fp32."""
 
-    autocast: torch.dtype | None
-    channels_last: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    autocast: torch.dtype | None = None
+    channels_last: bool = False
 
     @classmethod
-    def choose(cls, p: TrainParams, device: torch.device) -> Precision:
+    def choose(cls, p: TrainParams, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> Feed:
         if device.type != "cuda":
-            return cls(None, False)
+            return cls(mean, std)
         if p.amp == "bf16" and not torch.cuda.is_bf16_supported():
             raise UserError("train.amp: this GPU has no bf16; set train.amp to fp16 or off")
-        return cls({"bf16": torch.bfloat16, "fp16": torch.float16}.get(p.amp), p.channels_last)
+        return cls(mean, std, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p.amp), p.channels_last)
 
     def context(self, device: torch.device) -> Any:
         return torch.autocast(device.type, self.autocast) if self.autocast else nullcontext()
 
-    def inputs(self, clips: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-               ) -> torch.Tensor:
-        x = to_model_input(clips.to(device, non_blocking=True), mean, std)  # (B, C, T, H, W)
+    def inputs(self, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = to_model_input(clips.to(device, non_blocking=True), self.mean, self.std)  # (B, C, T, H, W)
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
 
@@ -125,9 +126,7 @@ def train_epoch(
     accumulate: int,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    precision: Precision,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    feed: Feed,
     process: Process,
     desc: str = "",
 ) -> Scores:
@@ -142,12 +141,12 @@ def train_epoch(
     optimizer.zero_grad(set_to_none=True)
     progress = tqdm(batches, desc=desc, total=len(group_sizes), leave=False, unit="batch", disable=not process.is_main)
     for i, (clips, labels) in enumerate(progress):
-        x, y = precision.inputs(clips, mean, std, device), labels.to(device, non_blocking=True)
+        x, y = feed.inputs(clips, device), labels.to(device, non_blocking=True)
         step = (i + 1) % accumulate == 0 or i + 1 == len(group_sizes)
         # DDP averages gradients at every backward; skip that until the group's last batch.
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step else nullcontext()
         with sync:
-            with precision.context(device):
+            with feed.context(device):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, reduction="sum")
             scaler.scale(loss / group_sizes[i]).backward()
@@ -163,9 +162,7 @@ def train_epoch(
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
-    precision: Precision,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    feed: Feed,
     process: Process,
     desc: str = "",
 ) -> Scores:
@@ -175,8 +172,8 @@ def evaluate(
     device = process.device
     sums = torch.zeros(3, device=device)
     for clips, labels in tqdm(loader, desc=desc, leave=False, unit="batch", disable=not process.is_main):
-        x, y = precision.inputs(clips, mean, std, device), labels.to(device, non_blocking=True)
-        with precision.context(device):
+        x, y = feed.inputs(clips, device), labels.to(device, non_blocking=True)
+        with feed.context(device):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         sums += _tally(loss, logits, y)
@@ -186,7 +183,8 @@ def evaluate(
 def _tally(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One batch's (summed loss, correct, clips), on the device."""
     correct = (logits.argmax(1) == labels).sum().float()
-    return torch.stack([loss, correct, torch.tensor(float(len(labels)), device=loss.device)])
+    # new_full fills on the device; torch.tensor(..., device=cuda) would be a host copy that waits for the queue
+    return torch.stack([loss, correct, loss.new_full((), float(len(labels)))])
 
 
 def _scores(sums: torch.Tensor) -> Scores:
@@ -299,7 +297,7 @@ def fit(
     p: TrainParams,
     seed: int,
     process: Process,
-    precision: Precision,
+    feed: Feed,
     out_dir: Path,
     live: Any,
     meta: dict[str, Any],
@@ -312,7 +310,6 @@ def fit(
     trained = model
     if process.world_size > 1:
         trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    mean, std = meta["mean"], meta["std"]
     train_batches = train_loader(train_set, p.batch_size, seed, process)
     group_sizes = accumulation_sizes(len(train_batches.sampler), p.batch_size, p.accumulate)
     val_batches = eval_loader(val_set, p.batch_size, process)
@@ -320,14 +317,14 @@ def fit(
         epoch = run.epoch + 1
         train_set.set_epoch(epoch)
         train_batches.sampler.set_epoch(epoch)
-        train = train_epoch(trained, train_batches, group_sizes, p.accumulate, run.optimizer, run.scaler, precision,
-                            mean, std, process, desc=f"epoch {epoch} train")
+        train = train_epoch(trained, train_batches, group_sizes, p.accumulate, run.optimizer, run.scaler, feed,
+                            process, desc=f"epoch {epoch} train")
         if not math.isfinite(train.loss):
             raise UserError(
                 f"train loss is {train.loss} in epoch {epoch}; lower train.backbone_lr/head_lr or set train.amp "
                 f"to bf16 or off (the last good state is {out_dir / 'last.pth'})"
             )
-        val = evaluate(model, val_batches, precision, mean, std, process, desc=f"epoch {epoch} val")
+        val = evaluate(model, val_batches, feed, process, desc=f"epoch {epoch} val")
         run.epoch = epoch
         run.schedule.step(val.loss)
         run.stopped = run.stopper.update(val.loss)
@@ -346,8 +343,8 @@ def fit(
         process.log(f"epoch {epoch}/{p.epochs}: train loss {train.loss:.4f} acc {train.acc:.3f} | val loss "
                     f"{val.loss:.4f} acc {val.acc:.3f}{' (best)' if improved else ''} | lr {lrs}")
     if run.stopped:
-        process.log(f"train: early stop after epoch {run.epoch}: val loss has not improved for {p.early_stopping.patience} "
-            "epochs")
+        process.log(f"train: early stop after epoch {run.epoch}: val loss has not improved for "
+                    f"{p.early_stopping.patience} epochs")
     return run.best
 
 
@@ -397,8 +394,8 @@ def _train(
     if p.batch_size > len(train_set):
         raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
     model = build_model(model_name, meta["num_classes"], p.dropout, p.pretrained).to(process.device)
-    precision = Precision.choose(p, process.device)
-    if precision.channels_last:
+    feed = Feed.choose(p, process.device, mean, std)
+    if feed.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     run = Run(model, model_name, p, process.device)
     meta["fingerprint"] = run_fingerprint(model_name, seed, p, clips_dir)
@@ -407,7 +404,7 @@ def _train(
     process.log(f"train: {model_name} ({count_parameters(model) / 1e6:.1f}M parameters, backbone {p.pretrained}), "
         f"{meta['num_classes']} classes, {len(train_set)} train / {len(val_set)} val clips of "
         f"{meta['num_frames']}x{p.crop_size}x{p.crop_size}; effective batch {effective} on {process.world_size} x "
-        f"{process.device.type} ({precision.autocast or torch.float32})")
+        f"{process.device.type} ({feed.autocast or torch.float32})")
     live = None
     if process.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -419,10 +416,10 @@ def _train(
         live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed)
         live.step = run.epoch
     try:
-        best = fit(run, train_set, val_set, p, seed, process, precision, out_dir, live, meta)
+        best = fit(run, train_set, val_set, p, seed, process, feed, out_dir, live, meta)
     finally:
         if live is not None:
             live.end()
-    process.log(f"train: best epoch {best['epoch']} (val loss {best['val_loss']:.4f}); checkpoints in {out_dir}, curves in "
-        f"{live_dir}")
+    process.log(f"train: best epoch {best['epoch']} (val loss {best['val_loss']:.4f}); checkpoints in {out_dir}, "
+                f"curves in {live_dir}")
     return best
