@@ -286,13 +286,14 @@ def test_two_process_ddp_run_has_one_writer(repo: Path, tmp_path: Path) -> None:
     assert torch.load(out / "models/last.pth", weights_only=True)["epoch"] == 2
 
 
-def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path) -> None:
-    result = subprocess.run(_train_command(repo, tmp_path, _stage_params(tmp_path, batch_size=500)), cwd=REPO,
-                            capture_output=True, text=True)
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path, nproc: int) -> None:
+    params = _stage_params(tmp_path, batch_size=500, nproc_per_node=nproc)
+    result = subprocess.run(_train_command(repo, tmp_path, params), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: train.batch_size 500 is larger than the training set (24 clips)"
-    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: train.batch_size 500 is larger than the training set (24 clips)"]  # once, not per rank
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

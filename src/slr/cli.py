@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +22,15 @@ def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParse
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a command's `main`, printing a UserError as `error: ...` and exiting with status 2."""
+    """Run a command's `main`, printing a UserError as `error: ...` and exiting with status 2.
+
+    In a torchrun process group every rank meets the same bad input; rank 0 alone says so, once.
+    """
     try:
         main()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,8 +8,6 @@ every helper here degrades to a no-op, so the training loop has one code path.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,10 +78,23 @@ def sum_across(values: torch.Tensor) -> torch.Tensor:
 def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
     """Run this same command as `nproc_per_node` processes under torchrun on this machine; return its exit code.
 
-    Multi-node runs start torchrun on each node themselves (see README); this covers the one-machine case that
-    `dvc repro` launches.
+    torchrun runs in this process, so a failed rank ends in one line, not in torchrun's traceback: a bad input
+    (exit 2) was already reported by rank 0 (`cli.run_main`), any other failure is summed up here. Multi-node runs
+    start torchrun on each node themselves (see README); this covers the one-machine case that `dvc repro` launches.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
-               *argv]
-    print(f"train: launching {nproc_per_node} processes: {' '.join(command[1:])}", flush=True)
-    return subprocess.run(command, check=False).returncode
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    options = ["--standalone", f"--nproc-per-node={nproc_per_node}", *argv]
+    print(f"train: launching {nproc_per_node} processes: torchrun {' '.join(options)}", flush=True)
+    try:
+        run(get_args_parser().parse_args(options))
+    except ChildFailedError as exc:
+        codes = sorted({failure.exitcode for failure in exc.failures.values()})
+        if codes == [2]:
+            return 2
+        raise UserError(
+            f"{len(exc.failures)} of {nproc_per_node} training processes failed (exit codes "
+            f"{', '.join(map(str, codes))}); their output above says why"
+        ) from None
+    return 0

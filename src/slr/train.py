@@ -32,7 +32,7 @@ from slr.data.store import MANIFEST
 from slr.data.transforms import to_model_input
 from slr.distributed import Process
 from slr.errors import UserError
-from slr.files import write_json
+from slr.files import atomic_path, write_json
 from slr.models import build_model, check_input, count_parameters, normalization
 from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import TrainParams
@@ -287,7 +287,8 @@ def rewind_live(live_dir: Path, steps: int) -> None:
     for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
         header, *rows = tsv.read_text().splitlines()
         kept = [row for row in rows if int(row.split("\t")[0]) < steps]
-        tsv.write_text("\n".join([header, *kept]) + "\n")
+        with atomic_path(tsv) as tmp:  # a kill mid-rewind must not leave a cut history
+            tmp.write_text("\n".join([header, *kept]) + "\n")
 
 
 def fit(
