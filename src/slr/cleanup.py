@@ -1,6 +1,6 @@
 """`slr-cleanup`: keep the best and the latest `dvc exp` experiment of each group, remove the rest, free their cache.
 
-Every experiment keeps its checkpoints (models/best.pth, models/last.pth: 100-400 MB each on real models) in the DVC
+Every experiment keeps its checkpoints (models/best.pth, models/last.pth: 46 MB and 138 MB for MC3_18) in the DVC
 cache, so old experiments fill the disk. This groups the experiments by params (default: model and data.split),
 keeps in each group the best one by a metric and the latest one, and removes the others with `dvc exp remove`; then
 `dvc gc --workspace --all-commits --all-experiments` deletes the cache objects that nothing left uses. Commits,
