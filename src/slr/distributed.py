@@ -90,11 +90,10 @@ def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
     try:
         run(get_args_parser().parse_args(options))
     except ChildFailedError as exc:
-        codes = sorted({failure.exitcode for failure in exc.failures.values()})
-        if codes == [2]:
-            return 2
-        raise UserError(
-            f"{len(exc.failures)} of {nproc_per_node} training processes failed (exit codes "
-            f"{', '.join(map(str, codes))}); their output above says why"
-        ) from None
+        if 0 in exc.failures and exc.failures[0].exitcode == 2:
+            return 2  # bad input, which rank 0 has reported (cli.run_main); torchrun stopped the others
+        rank, first = exc.get_first_failure()
+        why = ("stopped on bad input (only rank 0 prints it: rerun with train.nproc_per_node 1 to see it)"
+               if first.exitcode == 2 else f"failed with exit code {first.exitcode}; its output above says why")
+        raise UserError(f"training process {rank} of {nproc_per_node} {why}") from None
     return 0
