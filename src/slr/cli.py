@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,17 +23,33 @@ def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParse
     return parser
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a command's `main`, printing a UserError as `error: ...` and exiting with status 2.
+# Set by `slr.distributed.relaunch` for the processes it starts: the launching stage prints their errors.
+RELAUNCHED = "SLR_RELAUNCHED"
 
-    In a torchrun process group every rank meets the same bad input; rank 0 alone says so, once.
-    """
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a command's `main`, printing a UserError as `error: ...` and exiting with status 2."""
     try:
         main()
     except UserError as exc:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {exc}", file=sys.stderr)
+        report_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def report_error(message: str) -> None:
+    """Say `message` once, however many processes meet the same bad input.
+
+    A torchrun worker also writes it to the error file torchrun gives each worker (TORCHELASTIC_ERROR_FILE), which
+    reaches the launcher as `ChildFailedError.failures[rank].message`. Under the stage's own relaunch the launcher
+    prints it, whichever rank wrote first: torchrun stops the other ranks as soon as one exits, so waiting for rank 0
+    to print would race with that. Under a torchrun started by hand (several nodes), rank 0 prints.
+    """
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        with open(error_file, "w") as file:  # torchrun reads it only after this process has exited
+            json.dump({"message": message, "timestamp": int(time.time()), "slr": "user_error"}, file)
+    if RELAUNCHED not in os.environ and os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr)

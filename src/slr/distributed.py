@@ -7,6 +7,7 @@ every helper here degrades to a no-op, so the training loop has one code path.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from slr.cli import RELAUNCHED
 from slr.errors import UserError
 
 
@@ -78,8 +80,8 @@ def sum_across(values: torch.Tensor) -> torch.Tensor:
 def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
     """Run this same command as `nproc_per_node` processes under torchrun on this machine; return its exit code.
 
-    torchrun runs in this process, so a failed rank ends in one line, not in torchrun's traceback: a bad input
-    (exit 2) was already reported by rank 0 (`cli.run_main`), any other failure is summed up here. Multi-node runs
+    torchrun runs in this process, so a failed rank ends in one line, not in torchrun's traceback: the message of a
+    rank that stopped on bad input (exit 2, `cli.report_error`), else which rank failed and how. Multi-node runs
     start torchrun on each node themselves (see README); this covers the one-machine case that `dvc repro` launches.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -87,13 +89,24 @@ def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
 
     options = ["--standalone", f"--nproc-per-node={nproc_per_node}", *argv]
     print(f"train: launching {nproc_per_node} processes: torchrun {' '.join(options)}", flush=True)
+    os.environ[RELAUNCHED] = "1"  # the workers inherit it: they leave reporting their errors to this process
+    # torchrun would set 1 thread per process and print a banner saying so; give each process its share of the cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
+    # torchrun logs each failure over several lines (the signals it sends, the exit codes); the one line below says
+    # what happened, and a crashed worker's own traceback is in its output
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(get_args_parser().parse_args(options))
     except ChildFailedError as exc:
-        if 0 in exc.failures and exc.failures[0].exitcode == 2:
-            return 2  # bad input, which rank 0 has reported (cli.run_main); torchrun stopped the others
+        failures = sorted(exc.failures.items())
+        # Every rank meets the same bad input, but torchrun stops the others when the first exits, so any of them
+        # may be the one that wrote it down.
+        said = [f for _, f in failures if f.exitcode == 2 and f.error_file_data.get("slr") == "user_error"]
+        if said:
+            raise UserError(said[0].message) from None
         rank, first = exc.get_first_failure()
-        why = ("stopped on bad input (only rank 0 prints it: rerun with train.nproc_per_node 1 to see it)"
-               if first.exitcode == 2 else f"failed with exit code {first.exitcode}; its output above says why")
-        raise UserError(f"training process {rank} of {nproc_per_node} {why}") from None
+        raise UserError(f"training process {rank} of {nproc_per_node} failed with exit code {first.exitcode}; "
+                        "its output above says why") from None
+    finally:
+        os.environ.pop(RELAUNCHED, None)
     return 0
