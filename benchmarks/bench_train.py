@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from slr.distributed import Process
 from slr.models import MODELS, build_model, check_input, normalization
-from slr.train import Feed, accumulation_sizes, seed_everything, train_epoch
+from slr.inference import Feed
+from slr.train import accumulation_sizes, seed_everything, train_epoch
 
 # Each model's clip (frames, crop size) in the `original` recipe of conf/ (conf/model/S3D.yaml: 32 frames).
 RECIPE_INPUT = {name: (32 if name == "S3D" else 16, 224) for name in MODELS}

@@ -1,6 +1,6 @@
 """Loader against model: reading preprocessed clips into normalised float batches vs one R3D_18 step, on CPU.
 
-Loader: the training path itself (ClipDataset with random crops, slr.train.train_loader, to_model_input) over
+Loader: the training path itself (ClipDataset with random crops, slr.batches.train_loader, to_model_input) over
 clips preprocessed to 16x128x128 and cropped to 112. Model: R3D_18 forward + backward + optimiser step on the same
 batches (16x112x112, fresh weights). The figure is model time / loader time per batch (target: at least 5).
 
@@ -23,7 +23,7 @@ from slr.data.preprocess import ClipSpec, preprocess
 from slr.data.transforms import to_model_input
 from slr.models import build_model, normalization
 from slr.distributed import Process
-from slr.train import train_loader
+from slr.batches import train_loader
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from slr.params import load_params
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("out_dir", type=Path, help="where the raw dataset goes (dvc.yaml: data/raw)")
-    parser.add_argument("report", type=Path, help="download report, a DVC metric (dvc.yaml: metrics/download.json)")
+    parser.add_argument("report", type=Path, help="download report, JSON (dvc.yaml: reports/download.json)")
     parser.add_argument("--downloads", type=Path, default=Path("data/downloads"), help="archives kept between runs")
     parser.add_argument("--data-dvc", nargs=2, metavar=("PATH", "MD5"), help="the folder data.dvc tracks, its md5")
     args = parser.parse_args()

@@ -1,41 +1,40 @@
 """DVC stage `evaluate`: the full test of the best checkpoint, and the frame-order study.
 
-Full test (the original's CompRes, to METRICS): val and test with ordered frames, test with one seeded frame
-permutation and its Shannon entropy. Order study (to ORDER_METRICS): test with frames reversed and under
-evaluate.sweep_count permutations from barely to fully shuffled, summarised per entropy band. Plot data and
-images go to PLOTS_DIR.
+Runs on the device training used (evaluate.device: auto) in training's precision, reading each test clip once for
+every frame ordering. METRICS gets the numbers a comparison of runs needs (ordered, shuffled and reversed top-1/5,
+95% bootstrap intervals, the sweep's summary, device, precision and the WLASL copy); REPORT the original project's
+result shapes (CompRes) and the order study in full; PLOTS_DIR the plot data and images, per-gloss order
+sensitivity included.
 """
 
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.evaluate import full_test, load_model, order_study
-from slr.files import write_json
-from slr.params import load_params
-from slr.plots import write_plots
 
 
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("checkpoint", type=Path, help="the train stage's best checkpoint (dvc.yaml: models/best.pth)")
     parser.add_argument("clips_dir", type=Path, help="the preprocess stage's output (dvc.yaml: data/clips)")
-    parser.add_argument("metrics", type=Path, help="full-test results JSON (dvc.yaml: metrics/eval.json)")
-    parser.add_argument("order_metrics", type=Path, help="order-study summary JSON (dvc.yaml: metrics/order.json)")
+    parser.add_argument("metrics", type=Path, help="the evaluation's DVC metrics (dvc.yaml: metrics/eval.json)")
+    parser.add_argument("report", type=Path, help="full results, JSON (dvc.yaml: reports/eval.json)")
     parser.add_argument("plots_dir", type=Path, help="plot data folder (dvc.yaml: plots/eval)")
     args = parser.parse_args()
-    p = load_params(args.params).evaluate
-    model, meta = load_model(args.checkpoint)
-    result, predictions = full_test(model, meta, args.clips_dir, p.batch_size, p.shuffle_seed)
-    study = order_study(model, meta, args.clips_dir, p.batch_size, p.sweep_count, p.sweep_seed)
-    write_json(args.metrics, result)
-    ordered = {f"top{k}": result["test"]["top_k_per_instance_acc"][f"top{k}"] for k in (1, 5)}
-    write_json(args.order_metrics, {"ordered": ordered, **{k: v for k, v in study.items() if k != "sweep"}})
-    write_plots(args.plots_dir, result, study, predictions)
-    top1 = {k: result[k]["top_k_per_instance_acc"]["top1"] for k in ("test", "test_shuff")}
-    print(
-        f"evaluate: test top-1 {top1['test']:.3f} ordered, {study['reversed']['top1']:.3f} reversed, "
-        f"{top1['test_shuff']:.3f} shuffled; results in {args.metrics}, {args.order_metrics}, {args.plots_dir}"
-    )
+    # torch and the models are imported once the arguments are known: `--help` answers at once
+    from slr.evaluate import evaluate_checkpoint
+    from slr.files import write_json
+    from slr.params import load_params
+    from slr.plots import Caption, write_plots
+
+    report = evaluate_checkpoint(args.checkpoint, args.clips_dir, load_params(args.params).evaluate)
+    write_json(args.metrics, report.metrics)
+    write_json(args.report, {**report.compres, "order_study": report.study, "provenance": report.evaluation.provenance})
+    write_plots(args.plots_dir, report.compres, report.study, report.by_gloss, report.evaluation.test,
+                report.evaluation.glosses, Caption.of(report.meta, "test", "ordered frames"))
+    m = report.metrics
+    print(f"evaluate: test top-1 {m['ordered']['top1']:.3f} ordered, {m['reversed']['top1']:.3f} reversed, "
+          f"{m['shuffled']['top1']:.3f} shuffled (drop {m['drop']['top1']:.3f}, 95% {m['drop']['top1_low']:.3f}"
+          f"..{m['drop']['top1_high']:.3f}); results in {args.metrics}, {args.report}, {args.plots_dir}")
 
 
 if __name__ == "__main__":

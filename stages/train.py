@@ -8,10 +8,7 @@ train.nproc_per_node > 1 it relaunches itself under torchrun (DDP); started by t
 import sys
 from pathlib import Path
 
-from slr import distributed
 from slr.cli import run_main, stage_parser
-from slr.params import load_params
-from slr.train import train
 
 
 def main() -> None:
@@ -20,6 +17,11 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path, help="where checkpoints go (dvc.yaml: models)")
     parser.add_argument("live_dir", type=Path, help="dvclive folder for training curves (dvc.yaml: metrics/train)")
     args = parser.parse_args()
+    # torch and the models are imported once the arguments are known: `--help` answers at once
+    from slr import distributed
+    from slr.params import load_params
+    from slr.train import train
+
     params = load_params(args.params)
     if params.train.nproc_per_node > 1 and not distributed.under_torchrun():
         sys.exit(distributed.relaunch(params.train.nproc_per_node, sys.argv))

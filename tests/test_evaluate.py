@@ -1,7 +1,9 @@
-"""Evaluation on a small trained-from-scratch checkpoint: batch-size invariance, views, the order study, slr-test."""
+"""Evaluation on a small trained-from-scratch checkpoint: one inference path, one read per clip, batch-size
+invariance, views, val consistency, the order study per gloss, and slr-test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,14 +13,24 @@ import numpy as np
 import pytest
 import torch
 
+from slr.batches import eval_loader
+from slr.data.dataset import ClipDataset
 from slr.data.metadata import load_index
 from slr.data.preprocess import ClipSpec, preprocess
 from slr.data.synthetic import generate
 from slr.data.transforms import three_crops
+from slr.distributed import Process
 from slr.errors import UserError
-from slr.data.dataset import load_set
-from slr.evaluate import entropy_bands, full_test, load_model, order_study, predict
-from slr.params import SyntheticParams
+from slr.evaluate import (
+    entropy_bands,
+    evaluate,
+    evaluate_checkpoint,
+    feed_for,
+    load_model,
+    val_consistent,
+)
+from slr.inference import Feed, Views, predict
+from slr.params import EvaluateParams, SyntheticParams
 from slr.train import train
 
 from conftest import train_params
@@ -26,6 +38,9 @@ from conftest import train_params
 SMALL = SyntheticParams(
     seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, size=32, fps=25
 )
+CPU = torch.device("cpu")
+P = EvaluateParams(device="cpu", batch_size=5, shuffle_seed=1, sweep_count=4, sweep_seed=0, bootstrap_samples=200,
+                   bootstrap_seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -41,40 +56,103 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _test_batches(root: Path, batch_size: int, crop: int | None = 16) -> torch.utils.data.DataLoader:
+    dataset = ClipDataset(root / "clips", "test", crop, train=False, flip=False, seed=0)
+    return eval_loader(dataset, batch_size, Process(0, 1, CPU))
+
+
 @pytest.mark.parametrize("batch_size", [1, 7])
-def test_logits_do_not_depend_on_batch_size(trained: Path, batch_size: int) -> None:
-    model, meta = load_model(trained / "models" / "best.pth")
-    clips, _, _ = load_set(trained / "clips", "test")
-    reference = predict(model, clips, meta, batch_size=len(clips))
-    assert torch.allclose(predict(model, clips, meta, batch_size), reference, atol=1e-5)
+def test_scores_do_not_depend_on_batch_size(trained: Path, batch_size: int) -> None:
+    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    feed = feed_for(meta, CPU)
+    reference = predict(model, _test_batches(trained, 12), feed, CPU)[0]
+    scored = predict(model, _test_batches(trained, batch_size), feed, CPU)[0]
+    assert torch.equal(scored.topk, reference.topk) and torch.allclose(scored.loss, reference.loss, atol=1e-5)
 
 
-def test_full_test_reproduces_training_val_numbers(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth")
-    result, predictions = full_test(model, meta, trained / "clips", batch_size=5, shuffle_seed=1)
-    assert result["val_consistent"] is True
-    assert result["val"]["top_k_per_instance_acc"]["top1"] == meta["val_acc"]
-    assert result["test"]["num_videos"] == 12 and result["test"]["num_missing"] == 0
-    assert len(predictions["labels"]) == len(predictions["ordered"]) == 12
+class _CountingDataset(torch.utils.data.Dataset):
+    def __init__(self, inner: ClipDataset) -> None:
+        self.inner, self.reads = inner, [0] * len(inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):  # noqa: ANN204
+        self.reads[index] += 1
+        return self.inner[index]
+
+
+def test_all_orderings_come_from_one_read_of_each_clip(trained: Path) -> None:
+    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    feed = feed_for(meta, CPU)
+    counting = _CountingDataset(ClipDataset(trained / "clips", "test", 16, train=False, flip=False, seed=0))
+    perm, reverse = [3, 1, 7, 0, 2, 6, 4, 5], list(range(7, -1, -1))
+    together = predict(model, eval_loader(counting, 5, Process(0, 1, CPU)), feed, CPU, [None, perm, reverse])
+    assert counting.reads == [1] * len(counting)
+    for order, scored in zip([None, perm, reverse], together):
+        alone = predict(model, _test_batches(trained, 5), feed, CPU, [order])[0]
+        assert torch.equal(scored.topk, alone.topk) and torch.allclose(scored.loss, alone.loss)
+    assert not torch.allclose(together[0].loss, together[2].loss)  # reversing frames changes the scores
 
 
 def test_views_average_probabilities(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth")
-    clips, _, _ = load_set(trained / "clips", "test")
-    three = predict(model, clips, meta, 4, spatial_views=3)
-    single = [predict(model, np.ascontiguousarray(c), meta, 4) for c in three_crops(np.asarray(clips), 16)]
-    expected = torch.stack(single).exp().mean(0).log()  # log of the three crops' mean probability
-    assert torch.allclose(three, expected, atol=1e-5)
-    assert not torch.allclose(three, single[1], atol=1e-3)
+    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    feed = feed_for(meta, CPU)
+    three = predict(model, _test_batches(trained, 4, crop=None), feed, CPU, views=Views(1, 3, 8, 16))[0]
+    clips, labels = next(iter(_test_batches(trained, 12, crop=None)))
+    singles = [model(feed.inputs(view, CPU)).log_softmax(1) for view in three_crops(clips, 16)]
+    expected = torch.stack(singles).exp().mean(0).log()  # log of the three crops' mean probability
+    assert torch.allclose(-expected.gather(1, labels[:, None]).squeeze(1).double(), three.loss, atol=1e-5)
     with pytest.raises(UserError, match="temporal views need clips longer than the model's 8 frames"):
-        predict(model, clips, meta, 4, temporal_views=2)
+        predict(model, _test_batches(trained, 4, crop=None), feed, CPU, views=Views(2, 1, 8, 16))
 
 
-def test_order_study(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth")
-    study = order_study(model, meta, trained / "clips", batch_size=6, count=5, seed=0)
-    assert len(study["sweep"]) == 5 and set(study["reversed"]) == {"top1", "top5"}
-    assert sum(band["count"] for band in study["by_entropy"].values()) == 5
+def test_val_is_consistent_with_training_in_fp32_and_under_a_bf16_rerun(trained: Path) -> None:
+    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    evaluation = evaluate(model, meta, trained / "clips", CPU, P)
+    assert val_consistent(evaluation, meta)
+    # A GPU rerun in bf16 moves the logits a little; on the CPU, autocast to bf16 does the same.
+    bf16 = Feed(tuple(meta["mean"]), tuple(meta["std"]), torch.bfloat16)
+    scored = predict(model, eval_loader(ClipDataset(trained / "clips", "val", 16, False, False, 0), 5,
+                                        Process(0, 1, CPU)), bf16, CPU)[0]
+    assert not torch.equal(scored.loss, evaluation.val.loss)
+    rerun = dataclasses.replace(evaluation, val=scored, provenance={**evaluation.provenance, "precision": "bf16"})
+    assert val_consistent(rerun, meta)
+
+
+def test_val_is_inconsistent_on_other_data_or_other_numbers(trained: Path) -> None:
+    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    evaluation = evaluate(model, meta, trained / "clips", CPU, P)
+    other_data = dataclasses.replace(evaluation, provenance={**evaluation.provenance, "clips": "0" * 64})
+    assert not val_consistent(other_data, meta)
+    off_loss = {**meta, "val_loss": meta["val_loss"] * 1.01}  # beyond fp32 rounding, within bf16's tolerance
+    assert not val_consistent(evaluation, off_loss)
+    bf16 = dataclasses.replace(evaluation, provenance={**evaluation.provenance, "precision": "bf16"})
+    assert val_consistent(bf16, off_loss)
+    assert not val_consistent(bf16, {**meta, "val_loss": meta["val_loss"] * 1.2})
+
+
+def test_full_evaluation_report(trained: Path) -> None:
+    report = evaluate_checkpoint(trained / "models" / "best.pth", trained / "clips", P)
+    m = report.metrics
+    assert set(m) == {"ordered", "shuffled", "reversed", "drop", "sweep", "val_consistent", "device", "precision",
+                      "copy"}
+    assert (m["device"], m["precision"], m["val_consistent"]) == ("cpu", "fp32", True)
+    for name in ("ordered", "shuffled"):
+        assert m[name]["top1_low"] <= m[name]["top1"] <= m[name]["top1_high"]
+    assert m["drop"]["top1"] == pytest.approx(m["ordered"]["top1"] - m["shuffled"]["top1"])
+    assert m["drop"]["top1_low"] <= m["drop"]["top1"] <= m["drop"]["top1_high"]
+    assert report.compres["test"]["num_videos"] == 12 and report.compres["val"]["num_videos"] == 8
+    assert report.compres["test_shuff"]["perm"] == report.evaluation.orderings["shuffled"]
+    assert len(report.study["sweep"]) == 4 and sum(b["count"] for b in report.study["by_entropy"].values()) == 4
+    # per gloss: the 4 glosses, 3 test clips each, recalls that average back to the set's top-1 (equal supports)
+    assert [r["gloss"] for r in report.by_gloss] == ["up", "down", "come", "go"]
+    assert all(r["clips"] == 3 for r in report.by_gloss)
+    assert np.mean([r["ordered"] for r in report.by_gloss]) == pytest.approx(m["ordered"]["top1"])
+    assert np.mean([r["reversed"] for r in report.by_gloss]) == pytest.approx(m["reversed"]["top1"])
+    assert all(r["drop_reversed"] == pytest.approx(r["ordered"] - r["reversed"]) for r in report.by_gloss)
+    again = evaluate_checkpoint(trained / "models" / "best.pth", trained / "clips", P)
+    assert json.dumps(again.metrics) == json.dumps(m)  # seeded: the file repeats
 
 
 def test_entropy_bands() -> None:
@@ -84,6 +162,13 @@ def test_entropy_bands() -> None:
     assert bands["3-4"] == pytest.approx({"top1_mean": 0.3, "top1_std": 0.1, "count": 2})
 
 
+def test_missing_device_is_one_line(trained: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(UserError, match="evaluate.device is cuda but no CUDA GPU is visible"):
+        evaluate_checkpoint(trained / "models" / "best.pth", trained / "clips", dataclasses.replace(P, device="cuda"))
+
+
 def _slr_test(trained: Path, *args: str) -> subprocess.CompletedProcess:
     code = "from slr.partial import cli; cli()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=trained, capture_output=True, text=True, timeout=300)
@@ -91,12 +176,14 @@ def _slr_test(trained: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_slr_test_reversed_with_graphs(trained: Path) -> None:
     result = _slr_test(trained, "--checkpoint", "models/best.pth", "--clips", "clips", "--set", "val", "--reverse",
-                       "--graphs", "confusion", "heatmap", "--save", "out")
+                       "--graphs", "confusion", "bars", "--save", "out")
     assert result.returncode == 0, result.stderr
     saved = json.loads((trained / "out" / "result.json").read_text())
     assert saved["perm"] == list(range(7, -1, -1)) and saved["shannon_entropy"] == 0.0
-    assert saved["num_videos"] == 8
-    assert sorted(p.name for p in (trained / "out").iterdir()) == ["confusion.png", "heatmap.png", "result.json"]
+    assert saved["num_videos"] == 8 and saved["provenance"]["device"] == "cpu"
+    assert sorted(p.name for p in (trained / "out").iterdir()) == ["bars.png", "confusion.png", "result.json"]
+    printed = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert printed["average_loss"] == round(saved["average_loss"], 4)  # printed rounded, saved in full
 
 
 def test_slr_test_multiview_with_more_frames(trained: Path) -> None:

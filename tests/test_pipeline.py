@@ -16,30 +16,45 @@ from conftest import sh as _sh
 pytestmark = pytest.mark.slow
 
 def test_all_stages_write_their_outputs(repo: Path) -> None:
-    data = json.loads((repo / "metrics/data.json").read_text())
-    assert data["classes"] == 4
+    assert json.loads((repo / "metrics/data.json").read_text()) == {
+        "classes": 4, "train_clips": 24, "val_clips": 8, "test_clips": 12, "skipped": 0}
+    data = json.loads((repo / "reports/data.json").read_text())
     assert data["train"] == {"listed": 24, "present": 24, "readable": 24, "short": 0, "bbox_fallback": 0,
                              "skipped": {"missing": 0, "unreadable": 0, "zero_frame": 0, "truncated": 0}}
-    assert json.loads((repo / "metrics/download.json").read_text())["videos"] == 44
-    result = json.loads((repo / "metrics/eval.json").read_text())
-    assert set(result) == {"check_name", "best_val_acc", "best_val_loss", "test", "val", "test_shuff", "val_consistent"}
-    assert result["val_consistent"] is True
+    assert json.loads((repo / "reports/download.json").read_text())["videos"] == 44
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert metrics["val_consistent"] is True and (metrics["device"], metrics["precision"]) == ("cpu", "fp32")
+    result = json.loads((repo / "reports/eval.json").read_text())
+    assert {"check_name", "best_val_acc", "best_val_loss", "test", "val", "test_shuff", "val_consistent"} <= set(result)
     assert result["test"]["num_videos"] == 12 and result["val"]["num_videos"] == 8
     assert sorted(result["test_shuff"]["perm"]) == list(range(8))
     assert result["test_shuff"]["shannon_entropy"] > 0
+    assert result["test"]["top_k_per_instance_acc"]["top1"] == metrics["ordered"]["top1"]
+    assert len(result["order_study"]["sweep"]) == 4
     for name in ("best.pth", "last.pth", "data_info.json"):
         assert (repo / "models" / name).is_file()
     info = json.loads((repo / "models/data_info.json").read_text())
     assert (info["num_frames"], info["crop_size"], info["num_classes"]) == (8, 16, 4)
     confusion = json.loads((repo / "plots/eval/confusion_test.json").read_text())
     assert len(confusion) == 12 and {"actual", "predicted"} <= set(confusion[0])
-    order = json.loads((repo / "metrics/order.json").read_text())
-    assert set(order) == {"ordered", "reversed", "by_entropy"}
     assert len(json.loads((repo / "plots/eval/entropy_sweep.json").read_text())) == 4
+    glosses = json.loads((repo / "plots/eval/order_by_gloss.json").read_text())
+    assert [g["gloss"] for g in glosses] == ["up", "down", "come", "go"]
     images = sorted(p.name for p in (repo / "plots/eval/images").iterdir())
-    assert images == ["confusion_test.png", "per_class_bars.png", "per_class_heatmap.png"]
+    assert images == ["confusion_test.png", "order_by_gloss.png", "per_class_bars.png"]
     curve = (repo / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "loss"] and len(curve) == 3  # header + 2 epochs
+
+
+def test_metrics_table_stays_small(repo: Path) -> None:
+    """What `dvc exp show` lists as metric columns: the numbers a comparison needs, at most 40 of them."""
+    shown = json.loads(_sh(repo, "dvc", "metrics", "show", "--json", stdout_only=True))
+
+    def leaves(value: object) -> int:
+        return sum(map(leaves, value.values())) if isinstance(value, dict) else 1
+
+    columns = sum(leaves(data["data"]) for rev in shown.values() for data in rev["data"].values())
+    assert 20 <= columns <= 40, columns
 
 
 def test_pipeline_is_clean_and_second_repro_is_a_no_op(repo: Path) -> None:
@@ -49,7 +64,7 @@ def test_pipeline_is_clean_and_second_repro_is_a_no_op(repo: Path) -> None:
 
 
 def test_same_params_give_identical_results(repo: Path) -> None:
-    files = ("metrics/eval.json", "metrics/train/metrics.json", "models/best.pth", "dvc.lock")
+    files = ("metrics/eval.json", "reports/eval.json", "metrics/train/metrics.json", "models/best.pth", "dvc.lock")
     before = {p: (repo / p).read_bytes() for p in files}
     _sh(repo, "dvc", "repro", "--force", "--downstream", "train")  # retrain and re-evaluate
     assert {p: (repo / p).read_bytes() for p in files} == before
@@ -71,12 +86,12 @@ def test_exp_run_with_another_model_and_exp_show(repo: Path, mc3_experiment: str
     shown = {run["data"]["params"]["params.yaml"]["data"]["model"]: run["data"]["metrics"] for run in runs}
     assert set(shown) == {"R3D_18", "MC3_18"}
     for metrics in shown.values():
-        assert set(metrics["metrics/eval.json"]["data"]["test"]["top_k_per_instance_acc"]) == {"top1", "top5", "top10"}
+        assert {"top1", "top5", "top1_low", "top1_high"} <= set(metrics["metrics/eval.json"]["data"]["ordered"])
 
 
 def test_plots_diff_overlays_two_experiments(repo: Path, mc3_experiment: str) -> None:
     plots = json.loads(_sh(repo, "dvc", "plots", "diff", "HEAD", mc3_experiment, "--json", stdout_only=True))["data"]
-    for name in ("frame-order", "entropy-sweep", "confusion-test", "per-class-f1", "loss"):
+    for name in ("frame-order", "entropy-sweep", "confusion-test", "per-class-f1", "order-sensitive-glosses", "loss"):
         values = [v for part in plots[name] for v in part["content"]["data"]["values"]]
         assert len({v["rev"] for v in values}) == 2, name
     order = plots["frame-order"][0]["content"]["data"]["values"]
@@ -108,10 +123,8 @@ def test_queued_grid_runs_and_the_comparison_table_shows_it(repo: Path, mc3_expe
     table = _sh(repo, *_readme_command("dvc exp show --md --drop"), stdout_only=True)
     header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
     assert sorted(header) == sorted([
-        "Experiment", "model", "data.split", "preprocess.num_frames",
-        "test.top_k_per_instance_acc.top1", "test.top_k_per_instance_acc.top5",
-        "test_shuff.top_k_per_instance_acc.top1", "test_shuff.top_k_per_instance_acc.top5",
-        "test.top_k_average_per_class_acc.top1",
+        "Experiment", "model", "data.split",
+        *(f"{c}.top1{s}" for c in ("ordered", "shuffled", "drop") for s in ("", "_low", "_high")), "reversed.top1",
     ])
     rows = json.loads(_sh(repo, "dvc", "exp", "show", "--json", stdout_only=True))
     runs = [rev for row in rows if row["rev"] != "workspace" for exp in row["experiments"] or [] for rev in exp["revs"]]

@@ -26,7 +26,9 @@ from slr.errors import UserError
 from slr.models import build_model, head_parameters, weights_file
 from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import EarlyStoppingParams, SchedulerParams
-from slr.train import Feed, Run, accumulation_sizes, rewind_live, seed_everything, train_epoch
+from slr.checkpoint import Run
+from slr.inference import Feed
+from slr.train import accumulation_sizes, rewind_live, seed_everything, train_epoch
 
 from conftest import REPO, TINY, copy_repo, merge, sh, tool_env, train_params
 
@@ -301,7 +303,7 @@ def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path, nproc: i
 def test_amp_and_channels_last_learn_on_cuda(amp: str) -> None:
     device = torch.device("cuda")
     p = train_params(amp=amp, channels_last=True, backbone_lr=1e-3, head_lr=1e-3)
-    feed = Feed.choose(p, device, (0.45,) * 3, (0.225,) * 3)
+    feed = Feed.choose(p.amp, p.channels_last, device, (0.45,) * 3, (0.225,) * 3)
     assert feed.autocast == {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
     seed_everything(0)
     model = build_model("R3D_18", num_classes=4, dropout=0.0).to(device).to(memory_format=torch.channels_last_3d)

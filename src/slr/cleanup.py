@@ -24,7 +24,7 @@ from pathlib import Path
 from slr.cli import run_main, stage_parser
 from slr.errors import UserError
 
-DEFAULT_METRIC = "metrics/eval.json:test.top_k_per_instance_acc.top1"
+DEFAULT_METRIC = "metrics/eval.json:ordered.top1"
 DEFAULT_BY = "model,data.split"
 # --all-commits keeps the data of every commit reachable from a branch, tag or HEAD (not only branch tips, as
 # --all-branches would), --all-experiments that of the experiments left; gc always keeps the workspace's.

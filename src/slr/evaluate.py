@@ -1,140 +1,150 @@
-"""Evaluation of a trained checkpoint: the original project's `full` test (val, test, shuffled test), the
-frame-order study (reversed frames and a sweep of permutations by entropy), and single ad-hoc tests.
+"""Evaluation of a trained checkpoint: the original project's `full` test (val, test, shuffled test) and the
+frame-order study (reversed frames, a sweep of permutations by entropy, and which glosses need frame order).
 
-Clips are read from the preprocessed uint8 arrays once per pass; a permutation reorders frames in memory, so the
-order study never decodes video again.
+The test set is read once: every batch is scored under all the study's frame orderings while it is on the device
+(`slr.inference.predict`). Everything after that is arithmetic on the scored clips.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from slr.batches import eval_loader
 from slr.checkpoint import load_checkpoint
-from slr.data.dataset import load_manifest, load_set
-from slr.data.transforms import center_crop, three_crops, to_model_input
+from slr.data.dataset import ClipDataset, load_manifest, manifest_digest
+from slr.distributed import Process
 from slr.errors import UserError
-from slr.metrics import base_result, per_instance_accuracy
+from slr.inference import Feed, predict
+from slr.metrics import (
+    Scored,
+    base_result,
+    bootstrap_interval,
+    mean_per_class_accuracy,
+    per_class_recall,
+    per_instance_accuracy,
+)
 from slr.models import build_model
+from slr.params import EvaluateParams
 from slr.shuffle import make_permutation, shannon_entropy, sweep_permutations
 
+STUDY = ("ordered", "shuffled", "reversed")  # the named conditions; the sweep's permutations follow them
 
-def load_model(path: Path) -> tuple[nn.Module, dict]:
-    """Rebuild the model saved in checkpoint `path`, in eval mode; also return the checkpoint's metadata."""
-    checkpoint = load_checkpoint(path)
+
+def choose_device(name: str) -> torch.device:
+    """`auto`: the GPU when there is one (as training), else the CPU; `cpu` or `cuda` force one."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("evaluate.device is cuda but no CUDA GPU is visible; set it to auto or cpu")
+    return torch.device(name)
+
+
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """Rebuild the model saved in checkpoint `path` on `device`, in eval mode; also return its metadata."""
+    checkpoint = load_checkpoint(path, "run `dvc repro train`, or `dvc checkout models/best.pth` to restore yours")
     model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["dropout"])
     model.load_state_dict(checkpoint.pop("state_dict"))
-    return model.eval(), checkpoint
+    return model.to(device).eval(), checkpoint
 
 
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    clips: np.ndarray,
-    meta: dict,
-    batch_size: int,
-    perm: list[int] | None = None,
-    temporal_views: int = 1,
-    spatial_views: int = 1,
-) -> torch.Tensor:
-    """Log-probabilities (N, classes) for uint8 clips (N, T, H, W, C), in order.
-
-    `perm` reorders the frames of every clip the same way. With several views, each clip is scored on
-    `temporal_views` windows of the model's clip length spread over its T frames, times 1 (centre) or 3
-    (top-left, centre, bottom-right) crops, and the views' probabilities are averaged.
-    """
-    if spatial_views not in (1, 3):
-        raise UserError(f"spatial views must be 1 or 3, got {spatial_views}")
-    length, frames, size = meta["num_frames"], clips.shape[1], meta["crop_size"]
-    if clips.shape[2] < size:
-        raise UserError(f"clips of {clips.shape[2]}x{clips.shape[2]} are smaller than the model's {size}x{size} crop")
-    if temporal_views > 1 and frames <= length:
-        raise UserError(
-            f"{temporal_views} temporal views need clips longer than the model's {length} frames, got {frames}; "
-            "preprocess more frames (--num-frames)"
-        )
-    starts = np.linspace(0, frames - length, temporal_views).round().astype(int) if temporal_views > 1 else [None]
-    device = next(model.parameters()).device
-    outputs = []
-    for first in range(0, len(clips), batch_size):
-        batch = np.asarray(clips[first : first + batch_size])  # (B, T, H, W, C)
-        if perm is not None:
-            batch = batch[:, perm]
-        views = []
-        for start in starts:
-            window = batch if start is None else batch[:, start : start + length]
-            views += three_crops(window, size) if spatial_views == 3 else [center_crop(window, size)]
-        log_probs = torch.stack([
-            model(to_model_input(torch.from_numpy(np.ascontiguousarray(view)).to(device), meta["mean"], meta["std"]))
-            .float()
-            .log_softmax(1)
-            for view in views
-        ])
-        # log of the views' mean probability, without underflowing to log(0) = -inf
-        outputs.append((log_probs.logsumexp(0) - math.log(len(views))).cpu())
-    return torch.cat(outputs)
+def feed_for(meta: dict, device: torch.device) -> Feed:
+    """Feed the model as training fed it (checkpoints from before `amp` was recorded ran in fp32)."""
+    return Feed.choose(meta.get("amp", "off"), meta.get("channels_last", False), device, meta["mean"], meta["std"])
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor, num_missing: int) -> dict:
-    """The original's BaseRes plus how many videos were evaluated and how many were listed but missing."""
-    return {**base_result(logits, labels), "num_videos": len(labels), "num_missing": num_missing}
+@dataclass(frozen=True)
+class Evaluation:
+    """A checkpoint scored on val (ordered) and on test under every ordering of the study."""
+
+    val: Scored
+    test: dict[str, Scored]  # "ordered", "shuffled", "reversed", then "sweep 0", "sweep 1", ...
+    orderings: dict[str, list[int]]  # the permutation behind each test condition but "ordered"
+    missing: dict[str, int]  # per set: videos listed but skipped by preprocessing
+    glosses: list[str]
+    provenance: dict[str, Any]
 
 
-def full_test(model: nn.Module, meta: dict, clips_dir: Path, batch_size: int, shuffle_seed: int) -> tuple[dict, dict]:
-    """Score val and test with ordered frames and test with one seeded frame permutation.
+def study_orderings(num_frames: int, p: EvaluateParams) -> dict[str, list[int]]:
+    """The permutations of the study: the seeded shuffle, reversal, and the sweep from barely to fully shuffled."""
+    orderings = {"shuffled": make_permutation(num_frames, p.shuffle_seed),
+                 "reversed": list(range(num_frames - 1, -1, -1))}
+    for i, perm in enumerate(sweep_permutations(num_frames, p.sweep_count, p.sweep_seed)):
+        orderings[f"sweep {i}"] = perm
+    return orderings
 
-    Returns the original's CompRes {check_name, best_val_acc, best_val_loss, test, val, test_shuff}, plus
-    `val_consistent` (training's best-epoch val numbers reproduced here), and predictions for the plots.
-    """
-    perm = make_permutation(meta["num_frames"], shuffle_seed)
-    result: dict = {"check_name": "best_val", "best_val_acc": meta["val_acc"], "best_val_loss": meta["val_loss"]}
-    logits, labels = {}, {}
-    for key, set_name, order in (("test", "test", None), ("val", "val", None), ("test_shuff", "test", perm)):
-        clips, labels[key], missing = load_set(clips_dir, set_name)
-        logits[key] = predict(model, clips, meta, batch_size, order)
-        result[key] = score(logits[key], labels[key], missing)
-        if order is not None:
-            result[key] |= {"perm": order, "shannon_entropy": shannon_entropy(order)}
-    val = result["val"]
-    result["val_consistent"] = bool(
-        abs(val["top_k_per_instance_acc"]["top1"] - meta["val_acc"]) < 1e-9
-        and abs(val["average_loss"] - meta["val_loss"]) <= 1e-4 * max(1.0, meta["val_loss"])
-    )
-    if not result["val_consistent"]:
-        print(f"warning: val top-1/loss {val['top_k_per_instance_acc']['top1']}/{val['average_loss']} differ from "
-              f"training's best epoch {meta['val_acc']}/{meta['val_loss']}: data or code changed since training")
-    predictions = {
-        "glosses": load_manifest(clips_dir)["glosses"],
-        "labels": labels["test"].tolist(),
-        "ordered": logits["test"].argmax(1).tolist(),
-        "shuffled": logits["test_shuff"].argmax(1).tolist(),
+
+def evaluate(model: nn.Module, meta: dict, clips_dir: Path, device: torch.device, p: EvaluateParams) -> Evaluation:
+    """Score val with ordered frames and test under every ordering of the study, each clip read once."""
+    feed, process = feed_for(meta, device), Process(0, 1, device)
+    manifest = load_manifest(clips_dir)
+    sets = {name: ClipDataset(clips_dir, name, meta["crop_size"], train=False, flip=False, seed=0)
+            for name in ("val", "test")}
+    orderings = study_orderings(meta["num_frames"], p)
+    print(f"evaluate: {meta['model']} on {device.type} ({feed.precision}): val ({len(sets['val'])} clips), then test "
+          f"({len(sets['test'])} clips) under {1 + len(orderings)} frame orderings", flush=True)
+    val = predict(model, eval_loader(sets["val"], p.batch_size, process), feed, device, desc="val")[0]
+    test = predict(model, eval_loader(sets["test"], p.batch_size, process), feed, device,
+                   [None, *orderings.values()], desc=f"test x {1 + len(orderings)} orderings")
+    provenance = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": feed.precision,
+        "copy": (manifest.get("copy") or {}).get("md5"),
+        "clips": manifest_digest(clips_dir),
     }
-    return result, predictions
+    return Evaluation(val, dict(zip(["ordered", *orderings], test)), orderings,
+                      {name: ds.missing for name, ds in sets.items()}, manifest["glosses"], provenance)
 
 
-def order_study(model: nn.Module, meta: dict, clips_dir: Path, batch_size: int, count: int, seed: int) -> dict:
-    """Test accuracy with frames reversed and under `count` permutations spanning low to high entropy.
+def val_consistent(evaluation: Evaluation, meta: dict) -> bool:
+    """Whether evaluation reproduced training's best-epoch val numbers on the same data.
 
-    Returns top-1/5 for "reversed", "sweep": one record per permutation (perm, entropy, top-1/5), and
-    "by_entropy": the sweep's top-1 mean, spread and count per 1-bit entropy band. (Ordered frames are the full
-    test's `test` result; they are not scored twice.)
+    The data must be the very clips training saw (the manifest hash in the checkpoint's fingerprint). The numbers
+    must match to float rounding in fp32; under autocast (bf16/fp16, at either end) batch size and kernel choice
+    move logits in the third digit, so then accuracy may differ by one clip and the loss by 2%.
     """
-    clips, labels, _ = load_set(clips_dir, "test")
-    n = meta["num_frames"]
+    fingerprint = meta.get("fingerprint") or {}
+    if fingerprint.get("data") != evaluation.provenance["clips"]:
+        return False
+    acc = per_instance_accuracy(evaluation.val, (1,))["top1"]
+    loss = float(evaluation.val.loss.mean())
+    reduced = {evaluation.provenance["precision"], meta.get("precision", "fp32")} != {"fp32"}
+    acc_tol = 1.0 / max(1, len(evaluation.val.loss)) + 1e-9 if reduced else 1e-9
+    loss_tol = (2e-2 if reduced else 1e-4) * max(1.0, meta["val_loss"])
+    return abs(acc - meta["val_acc"]) <= acc_tol and abs(loss - meta["val_loss"]) <= loss_tol
 
-    def accuracy(perm: list[int]) -> dict[str, float]:
-        return per_instance_accuracy(predict(model, clips, meta, batch_size, perm), labels, ks=(1, 5))
 
-    sweep = [{"perm": p, "entropy": shannon_entropy(p), **accuracy(p)} for p in sweep_permutations(n, count, seed)]
+def compres(evaluation: Evaluation, meta: dict, consistent: bool) -> dict:
+    """The original project's CompRes {check_name, best_val_acc, best_val_loss, test, val, test_shuff}, each result
+    its BaseRes plus the videos evaluated and those listed but missing, and `val_consistent`."""
+    def result(scored: Scored, set_name: str) -> dict:
+        return {**base_result(scored), "num_videos": len(scored.labels), "num_missing": evaluation.missing[set_name]}
+
+    perm = evaluation.orderings["shuffled"]
     return {
-        "reversed": accuracy(list(range(n - 1, -1, -1))),
-        "by_entropy": entropy_bands(sweep),
-        "sweep": sweep,
+        "check_name": "best_val",
+        "best_val_acc": meta["val_acc"],
+        "best_val_loss": meta["val_loss"],
+        "test": result(evaluation.test["ordered"], "test"),
+        "val": result(evaluation.val, "val"),
+        "test_shuff": {**result(evaluation.test["shuffled"], "test"), "perm": perm,
+                       "shannon_entropy": shannon_entropy(perm)},
+        "val_consistent": consistent,
     }
+
+
+def order_study(evaluation: Evaluation) -> dict:
+    """Reversed frames, and each sweep permutation with its entropy and top-1/5, summarised per 1-bit band."""
+    sweep = [{"perm": evaluation.orderings[name], "entropy": shannon_entropy(evaluation.orderings[name]),
+              **per_instance_accuracy(scored, (1, 5))}
+             for name, scored in evaluation.test.items() if name.startswith("sweep")]
+    return {"reversed": per_instance_accuracy(evaluation.test["reversed"], (1, 5)), "by_entropy": entropy_bands(sweep),
+            "sweep": sweep}
 
 
 def entropy_bands(sweep: list[dict]) -> dict[str, dict[str, float]]:
@@ -147,3 +157,71 @@ def entropy_bands(sweep: list[dict]) -> dict[str, dict[str, float]]:
         band: {"top1_mean": float(np.mean(accs)), "top1_std": float(np.std(accs)), "count": len(accs)}
         for band, accs in bands.items()
     }
+
+
+def by_gloss(evaluation: Evaluation) -> list[dict]:
+    """Per gloss of the test set: its clips and top-1 recall with frames ordered, shuffled, reversed and averaged
+    over the sweep, and the drops from ordered. Glosses in label order."""
+    recall = {name: per_class_recall(evaluation.test[name]) for name in STUDY}
+    sweeps = [per_class_recall(s) for name, s in evaluation.test.items() if name.startswith("sweep")]
+    counts = torch.bincount(evaluation.test["ordered"].labels).tolist()
+    records = []
+    for label in sorted(recall["ordered"]):
+        row = {name: recall[name][label] for name in STUDY}
+        row["sweep"] = float(np.mean([s[label] for s in sweeps])) if sweeps else row["ordered"]
+        records.append({"gloss": evaluation.glosses[label], "clips": counts[label], **row,
+                        **{f"drop_{name}": row["ordered"] - row[name] for name in ("shuffled", "reversed", "sweep")}})
+    return records
+
+
+def summary(evaluation: Evaluation, consistent: bool, study: dict, samples: int, seed: int) -> dict:
+    """The DVC metrics of an evaluation: what a comparison of runs needs, with 95% bootstrap intervals (paired for
+    the drop from ordered to shuffled)."""
+    ordered, shuffled = evaluation.test["ordered"], evaluation.test["shuffled"]
+    hits = {name: evaluation.test[name].hits(1).numpy() for name in ("ordered", "shuffled")}
+
+    def condition(scored: Scored, name: str) -> dict:
+        low, high = bootstrap_interval(hits[name], samples=samples, seed=seed)
+        acc = per_instance_accuracy(scored, (1, 5))
+        return {**acc, "top1_low": low, "top1_high": high,
+                "mean_class_top1": mean_per_class_accuracy(scored, (1,))["top1"]}
+
+    low, high = bootstrap_interval(hits["ordered"], hits["shuffled"], samples=samples, seed=seed)
+    sweep = study["sweep"]
+    return {
+        "ordered": {**condition(ordered, "ordered"), "loss": float(ordered.loss.mean())},
+        "shuffled": {**condition(shuffled, "shuffled"), "entropy": shannon_entropy(evaluation.orderings["shuffled"])},
+        "reversed": study["reversed"],
+        "drop": {"top1": float(hits["ordered"].mean() - hits["shuffled"].mean()), "top1_low": low, "top1_high": high},
+        "sweep": {"top1_mean": float(np.mean([r["top1"] for r in sweep])),
+                  **{f"top1_{band}_bits": v["top1_mean"] for band, v in study["by_entropy"].items()}},
+        "val_consistent": consistent,
+        **{key: evaluation.provenance[key] for key in ("device", "precision", "copy")},
+    }
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the evaluate stage writes, computed once."""
+
+    meta: dict  # the checkpoint's metadata
+    evaluation: Evaluation
+    metrics: dict  # metrics/eval.json: the comparison's numbers
+    compres: dict  # the original project's result shapes
+    study: dict  # the order study in full
+    by_gloss: list[dict]  # per-gloss order sensitivity
+
+
+def evaluate_checkpoint(checkpoint: Path, clips_dir: Path, p: EvaluateParams) -> Report:
+    """The full test and the order study of `checkpoint` on `clips_dir`, on the device `p.device` picks."""
+    device = choose_device(p.device)
+    model, meta = load_model(checkpoint, device)
+    evaluation = evaluate(model, meta, clips_dir, device, p)
+    consistent = val_consistent(evaluation, meta)
+    if not consistent:
+        val = per_instance_accuracy(evaluation.val, (1,))["top1"], float(evaluation.val.loss.mean())
+        print(f"warning: val top-1/loss {val[0]:.4f}/{val[1]:.4f} here, {meta['val_acc']:.4f}/{meta['val_loss']:.4f} "
+              f"in training's best epoch: the clips or the code changed since training (retrain: dvc repro train)")
+    study = order_study(evaluation)
+    return Report(meta, evaluation, summary(evaluation, consistent, study, p.bootstrap_samples, p.bootstrap_seed),
+                  compres(evaluation, meta, consistent), study, by_gloss(evaluation))

@@ -178,18 +178,28 @@ class TrainParams:
         _require(self.nproc_per_node >= 1, "train.nproc_per_node", "at least 1", self.nproc_per_node)
 
 
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
+    device: str  # one of DEVICES: auto = the GPU when there is one (as training), else the CPU
     batch_size: int
     shuffle_seed: int  # seeds the one frame permutation of the shuffled test
     sweep_count: int  # permutations in the order study, from barely to fully shuffled
     sweep_seed: int
+    bootstrap_samples: int  # resamples of the test clips behind each 95% interval
+    bootstrap_seed: int
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(f"params.yaml: unknown evaluate.device {self.device!r}; valid: {', '.join(DEVICES)}")
         _require(self.batch_size >= 1, "evaluate.batch_size", "at least 1", self.batch_size)
         _require(self.shuffle_seed >= 0, "evaluate.shuffle_seed", "zero or positive", self.shuffle_seed)
         _require(self.sweep_seed >= 0, "evaluate.sweep_seed", "zero or positive", self.sweep_seed)
         _require(self.sweep_count >= 1, "evaluate.sweep_count", "at least 1", self.sweep_count)
+        _require(self.bootstrap_samples >= 100, "evaluate.bootstrap_samples", "at least 100", self.bootstrap_samples)
+        _require(self.bootstrap_seed >= 0, "evaluate.bootstrap_seed", "zero or positive", self.bootstrap_seed)
 
 
 @dataclass(frozen=True)

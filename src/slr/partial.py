@@ -2,7 +2,7 @@
 
 Any set (train/val/test), frames ordered, shuffled by a seeded permutation or reversed, optional multi-view testing,
 optional graphs; the clip length and size can be overridden by preprocessing that set again from the raw videos.
-It uses the evaluate stage's own functions, so its numbers are the pipeline's numbers.
+It scores clips with the evaluate stage's own functions on the same device, so its numbers are the pipeline's.
 """
 
 from __future__ import annotations
@@ -13,17 +13,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.data.dataset import load_manifest, load_set
-from slr.data.metadata import SETS, load_index
-from slr.data.preprocess import ClipSpec, preprocess
 from slr.errors import UserError
-from slr.evaluate import load_model, predict, score
-from slr.files import write_json
-from slr.models import check_input
-from slr.plots import confusion_figure, per_class_bar_figure, per_class_heatmap_figure, per_class_scores, save_figure
-from slr.shuffle import make_permutation, shannon_entropy
 
-GRAPHS = ("confusion", "bars", "heatmap")
+GRAPHS = ("confusion", "bars")
 
 
 def partial_test(
@@ -31,33 +23,52 @@ def partial_test(
     clips_dir: Path,
     set_name: str,
     batch_size: int,
+    device_name: str = "auto",
     shuffle_seed: int | None = None,
     reverse: bool = False,
     temporal_views: int = 1,
     spatial_views: int = 1,
-) -> tuple[dict, list[int], list[int], list[str]]:
-    """Test `checkpoint` on one set; return the result (BaseRes, or ShuffRes when shuffled), labels,
-    predictions and glosses."""
+) -> tuple[dict, "Scored", list[str], dict]:
+    """Test `checkpoint` on one set; return the result (BaseRes, or ShuffRes when shuffled, with the protocol and
+    provenance), the scored clips, the glosses and the checkpoint's metadata."""
+    from slr.batches import eval_loader
+    from slr.data.dataset import ClipDataset, load_manifest
+    from slr.distributed import Process
+    from slr.evaluate import choose_device, feed_for, load_model
+    from slr.inference import Views, predict
+    from slr.metrics import base_result
+    from slr.models import check_input
+    from slr.shuffle import make_permutation, shannon_entropy
+
     if shuffle_seed is not None and reverse:
         raise UserError("choose --shuffle or --reverse, not both")
-    model, meta = load_model(checkpoint)
-    clips, labels, missing = load_set(clips_dir, set_name)
-    glosses = load_manifest(clips_dir)["glosses"]
-    if len(glosses) != meta["num_classes"]:
-        raise UserError(f"{clips_dir} has {len(glosses)} classes, the checkpoint {meta['num_classes']}: another split")
-    length = clips.shape[1]
+    device = choose_device(device_name)
+    model, meta = load_model(checkpoint, device)
+    manifest = load_manifest(clips_dir)
+    if len(manifest["glosses"]) != meta["num_classes"]:
+        raise UserError(f"{clips_dir} has {len(manifest['glosses'])} classes, the checkpoint {meta['num_classes']}: "
+                        "another split")
+    multi = temporal_views > 1 or spatial_views > 1
+    views = Views(temporal_views, spatial_views, meta["num_frames"], meta["crop_size"]) if multi else None
+    dataset = ClipDataset(clips_dir, set_name, None if multi else meta["crop_size"], train=False, flip=False, seed=0)
+    length = dataset.clips.shape[1]
     # One temporal view sees the whole clip (any frame count the model takes); several see windows of the
     # trained length.
     check_input(meta["model"], length if temporal_views == 1 else meta["num_frames"], meta["crop_size"])
     perm = make_permutation(length, shuffle_seed) if shuffle_seed is not None else None
     perm = list(range(length - 1, -1, -1)) if reverse else perm
-    logits = predict(model, clips, meta, batch_size, perm, temporal_views, spatial_views)
-    result = score(logits, labels, missing)
+    feed = feed_for(meta, device)
+    batches = eval_loader(dataset, batch_size, Process(0, 1, device))
+    scored = predict(model, batches, feed, device, [perm], views, desc=set_name)[0]
+    result = {**base_result(scored), "num_videos": len(scored.labels), "num_missing": dataset.missing}
     if perm is not None:
         result |= {"perm": perm, "shannon_entropy": shannon_entropy(perm)}
-    result["protocol"] = {"num_frames": length, "frame_size": clips.shape[2], "crop_size": meta["crop_size"],
+    result["protocol"] = {"num_frames": length, "frame_size": dataset.clips.shape[2], "crop_size": meta["crop_size"],
                           "temporal_views": temporal_views, "spatial_views": spatial_views}
-    return result, labels.tolist(), logits.argmax(1).tolist(), glosses
+    result["provenance"] = {"checkpoint": str(checkpoint), "model": meta["model"],
+                            "device": str(device), "precision": feed.precision,
+                            "copy": (manifest.get("copy") or {}).get("md5")}
+    return result, scored, manifest["glosses"], meta
 
 
 def reprocess_set(
@@ -65,20 +76,35 @@ def reprocess_set(
 ) -> None:
     """Preprocess the videos of one set of `clips_dir` again from `raw_dir`, as that set was made but for the clip
     length and size (the same videos, crop and trimming)."""
+    from slr.data.dataset import load_manifest
+    from slr.data.metadata import load_index
+    from slr.data.preprocess import ClipSpec, preprocess
+
     manifest = load_manifest(clips_dir)
     listed = {*manifest["sets"][set_name]["video_ids"], *manifest["sets"][set_name]["skipped"]}
     index = load_index(raw_dir / "WLASL_v0.3.json").first(len(manifest["glosses"]))
     index = index.without({i.video_id for i in index.instances} - listed)
     spec = ClipSpec(**{f.name: manifest[f.name] for f in fields(ClipSpec)})
     spec = replace(spec, num_frames=num_frames or spec.num_frames, frame_size=frame_size or spec.frame_size)
-    preprocess(index, raw_dir / "videos", out_dir, spec, sets=(set_name,))
+    preprocess(index, raw_dir / "videos", out_dir, spec, sets=(set_name,), notes={"copy": manifest.get("copy")})
+
+
+def rounded(value: object, digits: int = 4) -> object:
+    """`value` with every float rounded for printing (the saved result keeps full precision)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def main() -> None:
     parser = stage_parser(__doc__, params=False)
     parser.add_argument("--checkpoint", type=Path, default=Path("models/best.pth"), help="default: %(default)s")
     parser.add_argument("--clips", type=Path, default=Path("data/clips"), help="clips folder (default: %(default)s)")
-    parser.add_argument("--set", default="test", choices=SETS, help="default: %(default)s")
+    parser.add_argument("--set", default="test", choices=("train", "val", "test"), help="default: %(default)s")
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle frames with the permutation of SEED")
     order.add_argument("--reverse", action="store_true", help="play every clip backwards")
@@ -88,6 +114,8 @@ def main() -> None:
     parser.add_argument("--temporal-views", type=int, default=1, help="windows per clip (more frames than trained)")
     parser.add_argument("--spatial-views", type=int, default=1, choices=(1, 3), help="1 centre crop or 3 crops")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: the GPU when there is one, as training (default: %(default)s)")
     parser.add_argument("--graphs", nargs="+", choices=GRAPHS, default=[], help="graphs to save (needs --save)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="write result.json and the chosen graphs here")
     args = parser.parse_args()
@@ -98,22 +126,29 @@ def main() -> None:
         if args.num_frames or args.frame_size:
             clips_dir = Path(tmp) / "clips"
             reprocess_set(args.clips, args.raw, args.set, clips_dir, args.num_frames, args.frame_size)
-        result, labels, predicted, glosses = partial_test(
-            args.checkpoint, clips_dir, args.set, args.batch_size, args.shuffle, args.reverse,
+        result, scored, glosses, meta = partial_test(
+            args.checkpoint, clips_dir, args.set, args.batch_size, args.device, args.shuffle, args.reverse,
             args.temporal_views, args.spatial_views,
         )
-    print(json.dumps(result, indent=2))
+    print(json.dumps(rounded(result), indent=2))
     if args.save:
+        from slr.files import write_json
+        from slr.plots import Caption, save_figure, test_figures
+
         write_json(args.save / "result.json", result)
-        scores = per_class_scores(labels, predicted, glosses)
-        figures = {
-            "confusion": lambda: confusion_figure(labels, predicted, glosses),
-            "bars": lambda: per_class_bar_figure(scores),
-            "heatmap": lambda: per_class_heatmap_figure(scores),
-        }
-        for name in args.graphs:
-            save_figure(figures[name](), args.save / f"{name}.png")
+        caption = Caption.of(meta, args.set, condition_name(args.shuffle, args.reverse, result))
+        for name, figure in test_figures(scored, glosses, caption, args.graphs).items():
+            save_figure(figure, args.save / f"{name}.png")
         print(f"saved to {args.save}")
+
+
+def condition_name(shuffle: int | None, reverse: bool, result: dict) -> str:
+    """The frame order a result was measured with, as figure titles say it."""
+    if reverse:
+        return "reversed frames"
+    if shuffle is not None:
+        return f"frames shuffled (permutation of seed {shuffle}, {result['shannon_entropy']:.2f} bits)"
+    return "ordered frames"
 
 
 def cli() -> None:

@@ -7,8 +7,6 @@ says which process this is, and only rank 0 writes files.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import math
 import random
 from collections.abc import Iterable
@@ -22,19 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from slr import distributed
-from slr.checkpoint import load_checkpoint, save_checkpoint
+from slr.batches import eval_loader, train_loader
+from slr.checkpoint import Run, resume, run_fingerprint, save_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest
-from slr.data.store import MANIFEST
-from slr.data.transforms import to_model_input
 from slr.distributed import Process
 from slr.errors import UserError
 from slr.files import atomic_path, write_json
+from slr.inference import Feed, predict
 from slr.models import build_model, check_input, count_parameters, normalization
-from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import TrainParams
 
 
@@ -42,32 +39,6 @@ from slr.params import TrainParams
 class Scores:
     loss: float
     acc: float
-
-
-@dataclass(frozen=True)
-class Feed:
-    """How batches meet the model: its normalisation, the autocast dtype (None = fp32) and the memory format.
-    Autocast and channels-last are for CUDA only; on CPU the model sees plain fp32."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    autocast: torch.dtype | None = None
-    channels_last: bool = False
-
-    @classmethod
-    def choose(cls, p: TrainParams, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> Feed:
-        if device.type != "cuda":
-            return cls(mean, std)
-        if p.amp == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UserError("train.amp: this GPU has no bf16; set train.amp to fp16 or off")
-        return cls(mean, std, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p.amp), p.channels_last)
-
-    def context(self, device: torch.device) -> Any:
-        return torch.autocast(device.type, self.autocast) if self.autocast else nullcontext()
-
-    def inputs(self, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x = to_model_input(clips.to(device, non_blocking=True), self.mean, self.std)  # (B, C, T, H, W)
-        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
 
 def seed_everything(seed: int) -> None:
@@ -83,26 +54,6 @@ def seed_everything(seed: int) -> None:
         torch.backends.cudnn.benchmark = True
     else:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def train_loader(dataset: ClipDataset, batch_size: int, seed: int, process: Process) -> DataLoader:
-    """This process's shuffled share of the train set; the order is a pure function of (seed, epoch)."""
-    sampler = DistributedSampler(dataset, process.world_size, process.rank, shuffle=True, seed=seed)
-    return _loader(dataset, batch_size, process, sampler)
-
-
-def eval_loader(dataset: ClipDataset, batch_size: int, process: Process) -> DataLoader:
-    """This process's share of an evaluation set: every clip exactly once over all processes (no padding, unlike
-    DistributedSampler, so the summed scores are exact)."""
-    share = Subset(dataset, range(process.rank, len(dataset), process.world_size))
-    return _loader(share, batch_size, process)
-
-
-def _loader(dataset: Dataset, batch_size: int, process: Process, sampler: Sampler | None = None) -> DataLoader:
-    # Workers are started afresh every epoch (not persistent): each holds a copy of the dataset, and a persistent
-    # copy would never see ClipDataset.set_epoch, repeating the first epoch's crops and flips for the whole run.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=process.loader_workers,
-                      pin_memory=process.device.type == "cuda")
 
 
 def accumulation_sizes(num_samples: int, batch_size: int, accumulate: int) -> list[int]:
@@ -158,26 +109,12 @@ def train_epoch(
     return _scores(sums)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    feed: Feed,
-    process: Process,
-    desc: str = "",
-) -> Scores:
-    """Loss and top-1 accuracy over an evaluation set, summed over all processes. `model` is the bare module, not
-    the DDP wrapper, whose forward would expect every process to take part in every batch."""
-    model.eval()
-    device = process.device
-    sums = torch.zeros(3, device=device)
-    for clips, labels in tqdm(loader, desc=desc, leave=False, unit="batch", disable=not process.is_main):
-        x, y = feed.inputs(clips, device), labels.to(device, non_blocking=True)
-        with feed.context(device):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum")
-        sums += _tally(loss, logits, y)
-    return _scores(sums)
+def validate(model: nn.Module, batches: DataLoader, feed: Feed, process: Process, desc: str = "") -> Scores:
+    """Loss and top-1 accuracy over this process's share of an evaluation set, summed over all processes: the
+    evaluate stage's own scoring (`slr.inference.predict`), so its val numbers are training's."""
+    scored = predict(model, batches, feed, process.device, desc=desc, progress=process.is_main)[0]
+    n = scored.loss.new_full((), float(len(scored.loss)))
+    return _scores(torch.stack([scored.loss.sum(), scored.hits(1).sum().double(), n]).to(process.device))
 
 
 def _tally(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -190,95 +127,6 @@ def _tally(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> to
 def _scores(sums: torch.Tensor) -> Scores:
     loss, correct, seen = distributed.sum_across(sums).tolist()
     return Scores(loss / seen, correct / seen)
-
-
-def run_fingerprint(model_name: str, seed: int, p: TrainParams, clips_dir: Path) -> dict[str, Any]:
-    """Everything that decides a training run's result; a checkpoint resumes only a run with the same values."""
-    data = hashlib.sha256((clips_dir / MANIFEST).read_bytes()).hexdigest()
-    return {"model": model_name, "seed": seed, "train": dataclasses.asdict(p), "data": data}
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two fingerprints."""
-    keys = sorted(set(old) | set(new))
-    out: list[str] = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-class Run:
-    """The state of a training run that a full checkpoint holds: model, optimizer, schedule, early stopping,
-    gradient scaler, best epoch, RNG, and how many epochs are done."""
-
-    def __init__(self, model: nn.Module, model_name: str, p: TrainParams, device: torch.device) -> None:
-        self.model, self.device = model, device
-        self.optimizer = make_optimizer(model, model_name, p)
-        self.schedule = Schedule(self.optimizer, p.scheduler, p.epochs)
-        self.stopper = EarlyStopping(p.early_stopping)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and p.amp == "fp16")
-        self.epoch = 0
-        self.best: dict[str, Any] = {}
-        self.stopped = False
-
-    def state_dict(self) -> dict[str, Any]:
-        """Training state after `self.epoch` epochs. Augmentation and shuffling are pure functions of (seed,
-        epoch, index), so torch's generators (dropout, loader seeds) are the only RNG state there is."""
-        return {
-            "epoch": self.epoch,
-            "best": self.best,
-            "stopped": self.stopped,
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "early_stopping": self.stopper.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            # this process's GPU only: a resumed run may see another number of GPUs
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.best, self.stopped = state["epoch"], state["best"], state["stopped"]
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.stopper.load_state_dict(state["early_stopping"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-
-
-def resume(run: Run, out_dir: Path, fingerprint: dict[str, Any], process: Process) -> bool:
-    """Load out_dir/last.pth into `run` if it holds an unfinished run with this fingerprint (and best.pth is that
-    run's); True if it did.
-
-    The checkpoints are `persist: true` outs, so they outlive their run and the next one finds them: a run with
-    other params (model, split, lr) starts fresh and says why instead of continuing someone else's run, and a
-    finished run is trained again from scratch (that is what `dvc repro --force` asks for).
-    """
-    last, best = out_dir / "last.pth", out_dir / "best.pth"
-    if not last.is_file():
-        return False
-    checkpoint = load_checkpoint(last)
-    if checkpoint.get("fingerprint") != fingerprint:
-        changed = _differences(checkpoint.get("fingerprint") or {}, fingerprint)
-        process.log(f"train: {last} is from a run with other params ({', '.join(changed[:5])}); starting fresh")
-        return False
-    if checkpoint["stopped"] or checkpoint["epoch"] >= fingerprint["train"]["epochs"]:
-        process.log(f"train: {last} holds a finished run of these params; training again from scratch")
-        return False
-    if not best.is_file() or load_checkpoint(best).get("fingerprint") != fingerprint:
-        process.log(f"train: {best} is missing or from another run, so this run cannot continue; starting fresh")
-        return False
-    run.load_state_dict(checkpoint)
-    process.log(f"train: resuming this run from {last}, where {run.epoch} epochs are done")
-    return True
 
 
 def rewind_live(live_dir: Path, steps: int) -> None:
@@ -325,7 +173,7 @@ def fit(
                 f"train loss is {train.loss} in epoch {epoch}; lower train.backbone_lr/head_lr or set train.amp "
                 f"to bf16 or off (the last good state is {out_dir / 'last.pth'})"
             )
-        val = evaluate(model, val_batches, feed, process, desc=f"epoch {epoch} val")
+        val = validate(model, val_batches, feed, process, desc=f"epoch {epoch} val")
         run.epoch = epoch
         run.schedule.step(val.loss)
         run.stopped = run.stopper.update(val.loss)
@@ -388,6 +236,10 @@ def _train(
         "crop_size": p.crop_size,
         "mean": list(mean),
         "std": list(std),
+        # how training's validation fed the model; evaluation on the same kind of device feeds it the same way
+        "amp": p.amp,
+        "channels_last": p.channels_last,
+        "copy": manifest.get("copy"),  # the WLASL copy the clips came from (the download stage's fingerprint)
     }
     seed_everything(seed)
     train_set = ClipDataset(clips_dir, "train", p.crop_size, train=True, flip=p.hflip, seed=seed)
@@ -395,17 +247,18 @@ def _train(
     if p.batch_size > len(train_set):
         raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
     model = build_model(model_name, meta["num_classes"], p.dropout, p.pretrained).to(process.device)
-    feed = Feed.choose(p, process.device, mean, std)
+    feed = Feed.choose(p.amp, p.channels_last, process.device, mean, std)
     if feed.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     run = Run(model, model_name, p, process.device)
+    meta["precision"] = feed.precision
     meta["fingerprint"] = run_fingerprint(model_name, seed, p, clips_dir)
     resumed = resume(run, out_dir, meta["fingerprint"], process)
     effective = p.batch_size * p.accumulate * process.world_size
     process.log(f"train: {model_name} ({count_parameters(model) / 1e6:.1f}M parameters, backbone {p.pretrained}), "
         f"{meta['num_classes']} classes, {len(train_set)} train / {len(val_set)} val clips of "
         f"{meta['num_frames']}x{p.crop_size}x{p.crop_size}; effective batch {effective} on {process.world_size} x "
-        f"{process.device.type} ({feed.autocast or torch.float32})")
+        f"{process.device.type} ({feed.precision})")
     live = None
     if process.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

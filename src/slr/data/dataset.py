@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ def load_manifest(clips_dir: Path) -> dict:
     return read_json(path)
 
 
+def manifest_digest(clips_dir: Path) -> str:
+    """sha256 of the clips' manifest: names the exact preprocessed data (ids, labels, spec, copy) a run used."""
+    return hashlib.sha256((clips_dir / MANIFEST).read_bytes()).hexdigest()
+
+
 def load_set(clips_dir: Path, set_name: str) -> tuple[ClipArray, torch.Tensor, int]:
     """One set's clips (uint8 (N, T, H, W, C), read in place), labels, and number of videos listed but skipped."""
     manifest = load_manifest(clips_dir)
@@ -35,16 +41,18 @@ def load_set(clips_dir: Path, set_name: str) -> tuple[ClipArray, torch.Tensor, i
 
 
 class ClipDataset(Dataset):
-    """Items are (uint8 clip (T, crop, crop, C), label).
+    """Items are (uint8 clip (T, crop, crop, C), label); with `crop_size` None, the whole stored frames (for
+    multi-view testing, which crops on the device).
 
     Training crops and flips are drawn from a generator seeded by (seed, epoch, index), so an epoch's augmentation
     is the same however many loader workers run, and a resumed run sees exactly the crops it would have seen.
     """
 
-    def __init__(self, clips_dir: Path, set_name: str, crop_size: int, train: bool, flip: bool, seed: int) -> None:
-        self.clips, labels, _ = load_set(clips_dir, set_name)  # uint8 (N, T, H, W, C)
+    def __init__(self, clips_dir: Path, set_name: str, crop_size: int | None, train: bool, flip: bool,
+                 seed: int) -> None:
+        self.clips, labels, self.missing = load_set(clips_dir, set_name)  # uint8 (N, T, H, W, C)
         self.labels = labels.tolist()
-        if crop_size > self.clips.shape[2]:
+        if crop_size is not None and crop_size > self.clips.shape[2]:
             raise UserError(
                 f"crop size {crop_size} is larger than the stored frame size {self.clips.shape[2]}; "
                 "lower train.crop_size or raise preprocess.frame_size"
@@ -65,6 +73,7 @@ class ClipDataset(Dataset):
             clip = random_crop(clip, self.crop_size, rng)
             if self.flip and rng.random() < 0.5:
                 clip = hflip(clip)
-        else:
+        elif self.crop_size is not None:
             clip = center_crop(clip, self.crop_size)
-        return torch.from_numpy(np.ascontiguousarray(clip)), self.labels[index]
+        # a copy where needed: the memory-mapped shard is read-only, and torch wants writable, contiguous arrays
+        return torch.from_numpy(np.require(clip, requirements=("C", "W"))), self.labels[index]

@@ -62,6 +62,14 @@ def select(index: Index, drop_cross_split_duplicates: bool, nslt_path: Path) -> 
     return index.without(set(dropped)), report
 
 
+def headline(report: dict) -> dict:
+    """The few data numbers a comparison of runs needs (the DVC metric): classes, clips stored per set, and the
+    videos listed but not stored (missing, unreadable, ...). The full counts stay in the data report."""
+    sets = [name for name in ("train", "val", "test") if name in report]
+    return {"classes": report["classes"], **{f"{name}_clips": report[name]["readable"] for name in sets},
+            "skipped": sum(report[name]["listed"] - report[name]["readable"] for name in sets)}
+
+
 def counts(report: Any) -> Any:
     """The report with every list replaced by its length: the small, git-friendly DVC metric."""
     if isinstance(report, dict):
