@@ -243,8 +243,9 @@ def _open(url: str, headers: dict[str, str], timeout_s: float) -> http.client.HT
 class _DriveForm(HTMLParser):
     """Drive's page: `<form id="download-form" action=".../download">` with hidden id, export, confirm, uuid.
 
-    gdown follows this page too, but its resume keeps randomly named partial files and takes If-Range's validator
-    from the current run only, it checks no sha256, and it brings requests and beautifulsoup4; the form is this much.
+    gdown (6.5.1) follows this page too, but resuming a killed run it takes If-Range's validator from the new run's
+    first response, so it cannot tell that the file changed in between; it keeps randomly named partial files and
+    brings requests and beautifulsoup4. The form is this much.
     """
 
     def __init__(self) -> None:
