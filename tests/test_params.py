@@ -77,7 +77,12 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     ("edit", "message"),
     [
         (lambda data: data.update(source="release"), None),
-        (lambda data: data["release"].update(splits_url="x.zip"), "data.release.splits_url must be an http(s) URL"),
+        (lambda data: data["release"]["splits_urls"].append("x.zip"),
+         "data.release.splits_urls[2] must be an http(s) URL, got 'x.zip'"),
+        (lambda data: data["release"].update(videos_urls="https://a/v.zip"), "data.release.videos_urls must be a list"),
+        (lambda data: data["release"].update(videos_urls=[]), "data.release.videos_urls must be a list of one or more"),
+        (lambda data: data["release"].update(videos_urls=["https://a/v.zip"] * 2),
+         "data.release.videos_urls must be a list of distinct URLs"),
         (lambda data: data["release"].update(videos_sha256="abc"), "data.release.videos_sha256 must be empty"),
         (lambda data: data["release"].update(splits_sha256="AB" * 32), None),
         (lambda data: data["local"].update(path=""), "data.local.path must be a folder (e.g. data/wlasl), got ''"),

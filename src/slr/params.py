@@ -45,17 +45,22 @@ class SyntheticParams:
 
 @dataclass(frozen=True)
 class ReleaseParams:
-    """The original project's prepared archives; an empty sha256 is computed on first download and reported."""
+    """The original project's prepared archives, each with URLs tried in order (its GitHub release first, then the
+    Google Drive links); an empty sha256 is computed on first download and reported."""
 
-    splits_url: str  # zip of per-split JSON files in WLASL_v0.3 format (asl100.json ... asl2000.json)
+    splits_urls: tuple[str, ...]  # zip of per-split JSON files in WLASL_v0.3 format (asl100.json ... asl2000.json)
     splits_sha256: str
-    videos_url: str  # zip of pre-cut <video_id>.mp4 clips (WLASL2000.zip)
+    videos_urls: tuple[str, ...]  # zip of pre-cut <video_id>.mp4 clips (WLASL2000.zip)
     videos_sha256: str
 
     def __post_init__(self) -> None:
         for name in ("splits", "videos"):
-            url, sha256 = getattr(self, f"{name}_url"), getattr(self, f"{name}_sha256")
-            _require(url.startswith(("http://", "https://")), f"data.release.{name}_url", "an http(s) URL", url)
+            urls, sha256 = getattr(self, f"{name}_urls"), getattr(self, f"{name}_sha256")
+            key = f"data.release.{name}_urls"
+            _require(len(urls) > 0, key, "a list of one or more http(s) URLs, tried in order", list(urls))
+            for k, url in enumerate(urls):
+                _require(url.startswith(("http://", "https://")), f"{key}[{k}]", "an http(s) URL", url)
+            _require(len(set(urls)) == len(urls), key, "a list of distinct URLs", list(urls))
             _require(
                 sha256 == "" or _SHA256.match(sha256) is not None,
                 f"data.release.{name}_sha256",
@@ -266,6 +271,9 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         value = float(value) if ok else value
     elif kind is str:
         ok = isinstance(value, str)
+    elif kind == tuple[str, ...]:
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        value = tuple(value) if ok else value
     else:  # pragma: no cover - a new field type must be added here
         raise TypeError(f"unsupported params field type {kind!r} for {key}")
     if not ok:
@@ -273,4 +281,5 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
     return value
 
 
-_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          tuple[str, ...]: "a list of strings"}

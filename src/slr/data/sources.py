@@ -58,25 +58,31 @@ def from_synthetic(params: SyntheticParams, out_dir: Path) -> dict:
 
 
 def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_dir: Path) -> dict:
-    """Download (or reuse) the two release archives, verify them, and unpack them into the raw layout."""
-    hand = (
-        f"download by hand {release.splits_url} to {hand_dir / ARCHIVES['splits']} and {release.videos_url} to "
-        f"{hand_dir / ARCHIVES['videos']}, then set data.source: local"
-    )
+    """Download (or reuse) the two release archives, each from the first of its URLs that serves it, verify them,
+    and unpack them into the raw layout. The report names the URL that served each archive."""
     archives = {}
     for name, filename in ARCHIVES.items():
-        url, sha256 = getattr(release, f"{name}_url"), getattr(release, f"{name}_sha256")
+        urls, sha256 = getattr(release, f"{name}_urls"), getattr(release, f"{name}_sha256")
         param = f"data.release.{name}_sha256"
         try:
-            got = fetch(url, downloads / filename, sha256, param)
+            got = fetch(urls, downloads / filename, sha256, param)
         except ManualDownload as exc:
-            raise UserError(f"{exc}; {hand}") from None
+            raise UserError(f"could not download {filename}: {exc}; {_by_hand(release, hand_dir)}") from None
         if not got.pinned:
             print(f"download: {filename} sha256 {got.sha256} (to enforce it, set {param}: {got.sha256})")
-        archives[name] = {"url": url, "file": filename, "bytes": got.bytes, "sha256": got.sha256, "pinned": got.pinned}
+        archives[name] = {"url": got.url, "file": filename, "bytes": got.bytes, "sha256": got.sha256,
+                          "pinned": got.pinned}
     with atomic_dir(out_dir) as tmp:
         report = _from_archives([downloads / filename for filename in ARCHIVES.values()], tmp)
         return {**_finish(tmp, "release"), "archives": archives, **report}
+
+
+def _by_hand(release: ReleaseParams, hand_dir: Path) -> str:
+    steps = " and ".join(
+        f"{filename} ({' or '.join(getattr(release, f'{name}_urls'))}) to {hand_dir / filename}"
+        for name, filename in ARCHIVES.items()
+    )
+    return f"download by hand {steps}, then set data.source: local"
 
 
 def from_local(path: Path, out_dir: Path, data_dvc: Sequence[str] | None = None) -> dict:
