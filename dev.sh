@@ -25,19 +25,11 @@ setup() {
     fi
     echo "setup: installing pinned requirements into $VENV (torch is a large download the first time)"
     [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+    echo "setup: step 1 of 2, the pinned requirements (pip lists each package as it goes)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+    echo "setup: step 2 of 2, this project (editable)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$STAMP"
-}
-
-# data.dvc tracks data/wlasl, the WLASL copy you bring, empty until then. DVC cannot check out or pull anything
-# (`dvc exp apply`, `dvc pull`) while that empty folder's listing is missing from the cache, as it is in a fresh
-# clone: record it, only while data.dvc still names the empty folder (never over a copy you have brought).
-EMPTY_DIR=d751713988987e9331980363e24189ce.dir
-seed_data_dvc() {
-    if grep -q "md5: $EMPTY_DIR" data.dvc && [[ ! -f .dvc/cache/files/md5/${EMPTY_DIR:0:2}/${EMPTY_DIR:2} ]]; then
-        mkdir -p data/wlasl && dvc commit -q -f data.dvc
-    fi
 }
 
 cmd=${1:-}
@@ -47,7 +39,6 @@ case "$cmd" in
     repro)
         setup
         export PATH="$PWD/$VENV/bin:$PATH" DVC_NO_ANALYTICS=1
-        seed_data_dvc
         dvc repro "$@"
         ;;
     test)

@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path, help="where the raw dataset goes (dvc.yaml: data/raw)")
     parser.add_argument("report", type=Path, help="download report, JSON (dvc.yaml: reports/download.json)")
     parser.add_argument("--downloads", type=Path, default=Path("data/downloads"), help="archives kept between runs")
-    parser.add_argument("--data-dvc", nargs=2, metavar=("PATH", "MD5"), help="the folder data.dvc tracks, its md5")
+    parser.add_argument("--data-dvc", type=Path, help="the .dvc file that versions a local copy (dvc.yaml: data.dvc)")
     args = parser.parse_args()
     data = load_params(args.params).data
     report = materialise(data.source, data.synthetic, data.release, data.local, args.out_dir, args.downloads,

@@ -123,14 +123,11 @@ def copy_repo(repo: Path, dest: Path) -> Path:
     """A copy of a test repo, with its workspace committed, that a test may change without touching `repo`.
 
     The DVC cache is hard-linked rather than copied (hundreds of MB of checkpoints): DVC never writes a cache file in
-    place, and removing one (gc) only drops the copy's link. The empty folder that data.dvc tracks is committed to
-    the cache, as users do with their WLASL copy, so that checkout, `dvc exp apply` and `dvc push` find it.
+    place, and removing one (gc) only drops the copy's link.
     """
     dvc_dir = str(repo / ".dvc")
     shutil.copytree(repo, dest, symlinks=True, ignore=lambda folder, _: ["cache", "tmp"] if folder == dvc_dir else [])
     shutil.copytree(repo / ".dvc" / "cache", dest / ".dvc" / "cache", copy_function=os.link)
-    (dest / "data" / "wlasl").mkdir(parents=True, exist_ok=True)
-    sh(dest, "dvc", "commit", "--force", "data.dvc")
     sh(dest, "git", "add", "-A")
     sh(dest, "git", "commit", "-qm", "workspace of the test repo", "--allow-empty")
     return dest

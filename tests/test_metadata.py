@@ -140,8 +140,11 @@ def test_small_index_keeps_all_its_glosses(tmp_path: Path) -> None:
     [
         ("{", "not valid JSON"),
         ('{"gloss": "a"}', "expected a list of glosses"),
-        ('[{"gloss": "a"}]', "gloss #0 is not in WLASL_v0.3.json format"),
-        ('[{"gloss": "a", "instances": [{"video_id": "1", "split": "dev"}]}]', "gloss #0 is not in WLASL_v0.3.json"),
+        ('[{"gloss": "a"}]', "gloss #0 \\('a'\\): instances must be a list"),
+        ('[{"gloss": 7, "instances": []}]', "gloss #0 is not a {gloss, instances} object with a text gloss"),
+        ('[{"gloss": "a", "instances": [{"video_id": "1", "split": "dev"}]}]', "instance #0: frame_start must be an"),
+        ('[{"gloss": "a", "instances": [{"video_id": "1", "split": "dev", "frame_start": 1, "frame_end": -1, '
+         '"signer_id": 0, "bbox": [0, 0, 1, 1]}]}]', "instance #0: split must be one of train, val, test, got 'dev'"),
     ],
 )
 def test_malformed_index(tmp_path: Path, text: str, message: str) -> None:

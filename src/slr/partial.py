@@ -86,7 +86,7 @@ def reprocess_set(
     index = index.without({i.video_id for i in index.instances} - listed)
     spec = ClipSpec(**{f.name: manifest[f.name] for f in fields(ClipSpec)})
     spec = replace(spec, num_frames=num_frames or spec.num_frames, frame_size=frame_size or spec.frame_size)
-    preprocess(index, raw_dir / "videos", out_dir, spec, sets=(set_name,), notes={"copy": manifest.get("copy")})
+    preprocess(index, raw_dir / "videos", out_dir, spec, sets=(set_name,), copy=manifest.get("copy"))
 
 
 def rounded(value: object, digits: int = 4) -> object:

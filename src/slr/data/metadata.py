@@ -14,6 +14,7 @@ the same clip (same url and frame range) more than once, often under different g
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +92,9 @@ def read_precut(raw_dir: str | Path) -> bool:
 def load_nslt(path: str | Path) -> dict[str, tuple[str, int]]:
     """Parse an nslt_N.json split file into {video_id: (set, label)}; UserError naming the entry at fault."""
     path = Path(path)
+    entries = parse_json(path, "an nslt split file")
     try:
-        entries = json.loads(path.read_text())
         return {str(vid): (_set_name(e["subset"], vid), int(e["action"][0])) for vid, e in entries.items()}
-    except FileNotFoundError:
-        raise UserError(f"{path}: nslt split file not found; put the original project's nslt_N.json there") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); re-download the nslt split file") from None
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise UserError(f"{path}: not in nslt format ({{video_id: {{subset, action}}}}): {exc!r}") from None
 
@@ -134,26 +131,49 @@ def cross_split_copies(groups: list[list[Instance]]) -> list[str]:
     return sorted(dropped)
 
 
-def load_index(path: str | Path) -> Index:
-    """Parse a WLASL_v0.3.json file; raise UserError with the entry at fault if it is not in that format."""
+def parse_json(path: str | Path, what: str) -> object:
+    """The JSON content of `path`; UserError naming the file, line and column where it is not valid JSON."""
     path = Path(path)
     try:
-        entries = json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise UserError(f"{path}: WLASL index not found; run the download stage (dvc repro download)") from None
+        raise UserError(f"{path}: not found ({what})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({what}: not UTF-8 text at byte {exc.start}); replace the file "
+                        "with an intact copy") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); re-download WLASL_v0.3.json") from None
+        raise UserError(f"{path}: not valid JSON ({what}): {exc.msg} at line {exc.lineno} column {exc.colno}; "
+                        "replace the file with an intact copy") from None
+
+
+def load_index(path: str | Path) -> Index:
+    """Parse a WLASL_v0.3.json file; raise UserError naming the entry and field at fault if it is not in that format.
+
+    Video ids become file names (`videos/<video_id>.mp4`), so an id that could name a file outside the copy (a path
+    separator, `..`, an absolute path) is refused here, where the index is read, once for every stage.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: WLASL index not found; run the download stage (dvc repro download)")
+    entries = parse_json(path, "the WLASL index")
     if not isinstance(entries, list):
         raise UserError(f"{path}: expected a list of glosses (WLASL_v0.3.json format), got {type(entries).__name__}")
     glosses: list[str] = []
     instances: list[Instance] = []
     for label, entry in enumerate(entries):
-        try:
-            glosses.append(str(entry["gloss"]))
-            instances.extend(_instance(raw, label) for raw in entry["instances"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path}: gloss #{label} is not in WLASL_v0.3.json format ({exc!r})") from None
+        where = f"{path}: gloss #{label}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("gloss"), str):
+            raise UserError(f"{where} is not a {{gloss, instances}} object with a text gloss (WLASL_v0.3.json format)")
+        if not isinstance(entry.get("instances"), list):
+            raise UserError(f"{where} ({entry['gloss']!r}): instances must be a list")
+        glosses.append(entry["gloss"])
+        instances.extend(_instance(raw, label, f"{where} ({entry['gloss']!r}), instance #{k}")
+                         for k, raw in enumerate(entry["instances"]))
     return Index(tuple(glosses), tuple(instances))
+
+
+VIDEO_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # a plain file name: no separator, no "..", no leading "."
+_FIELDS = {"video_id": str, "split": str, "frame_start": int, "frame_end": int, "signer_id": int}
 
 
 def _set_name(name: str, video_id: str) -> str:
@@ -162,16 +182,32 @@ def _set_name(name: str, video_id: str) -> str:
     return name
 
 
-def _instance(raw: dict, label: int) -> Instance:
-    split = _set_name(raw["split"], raw["video_id"])
-    x1, y1, x2, y2 = (int(v) for v in raw["bbox"])
+def _instance(raw: object, label: int, where: str) -> Instance:
+    """One instance of the index, its fields checked for type (bool is not an int, "12" is not a number)."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} is not an object")
+    for field, kind in _FIELDS.items():
+        value = raw.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"{where}: {field} must be {'text' if kind is str else 'an integer'}, got {value!r}")
+    video_id = raw["video_id"]
+    if not VIDEO_ID.match(video_id) or ".." in video_id:
+        raise UserError(f"{where}: video_id {video_id!r} is not a plain file name (letters, digits, '_', '-', '.'; "
+                        "no path): the index may not name files outside the copy")
+    if raw["split"] not in SETS:
+        raise UserError(f"{where}: split must be one of {', '.join(SETS)}, got {raw['split']!r}")
+    bbox = raw.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+        raise UserError(f"{where}: bbox must be four numbers [x1, y1, x2, y2], got {bbox!r}")
+    url = raw.get("url", "")
     return Instance(
-        video_id=str(raw["video_id"]),
+        video_id=video_id,
         label=label,
-        split=split,
-        frame_start=int(raw["frame_start"]),
-        frame_end=int(raw["frame_end"]),
-        bbox=(x1, y1, x2, y2),
-        signer_id=int(raw["signer_id"]),
-        url=str(raw.get("url", "")),
+        split=raw["split"],
+        frame_start=raw["frame_start"],
+        frame_end=raw["frame_end"],
+        bbox=tuple(int(v) for v in bbox),  # type: ignore[arg-type]
+        signer_id=raw["signer_id"],
+        url=url if isinstance(url, str) else "",
     )

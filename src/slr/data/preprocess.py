@@ -166,10 +166,11 @@ def prepare_clips(
     """
     index = load_index(raw_dir / "WLASL_v0.3.json").subset(split)
     precut = read_precut(raw_dir)
+    copy = read_json(raw_dir / "source.json").get("copy") if (raw_dir / "source.json").is_file() else None
     index, notes = select(index, drop_cross_split_duplicates, raw_dir / f"nslt_{split[3:]}.json")
     spec = ClipSpec(num_frames, frame_size, crop, bbox_margin, trim=not precut)
     return preprocess(index, raw_dir / "videos", out_dir, spec, notes={"precut": precut, **notes},
-                      max_missing=max_missing)
+                      max_missing=max_missing, copy=copy)
 
 
 def preprocess(
@@ -179,6 +180,7 @@ def preprocess(
     spec: ClipSpec,
     *,
     notes: dict | None = None,
+    copy: dict | None = None,
     max_missing: float = 1.0,
     sets: tuple[str, ...] = SETS,
     shard_size: int = SHARD_CLIPS,
@@ -186,7 +188,8 @@ def preprocess(
 ) -> dict:
     """Preprocess `sets` of `index` into `out_dir` (shards, manifest.json, quality.json); return the quality report.
 
-    `notes` (dataset-level facts) go into the report as given. Fails with a UserError, before any decoding, if more
+    `notes` (dataset-level facts) go into the report as given; `copy` (the fingerprint of the WLASL copy the videos
+    came from) into the manifest, so that the checkpoint and every result can name it. Fails with a UserError, before any decoding, if more
     than `max_missing` of a set's videos are missing, and after decoding if more than that gave no clip. `workers`
     (default: every core) changes the speed, never the output.
     """
@@ -195,7 +198,7 @@ def preprocess(
     check_usable({n: (sum(not paths[i.video_id].is_file() for i in p), len(p)) for n, p in plan.items()},
                  max_missing, "missing", video_dir)
     notes = notes or {}
-    work = _work_dir(out_dir, index, plan, paths, spec, shard_size, notes)
+    work = _work_dir(out_dir, index, plan, paths, spec, shard_size, {**notes, "copy": copy})
     if not (work / MANIFEST).is_file():
         shards = [(name, n, todo[n * shard_size : (n + 1) * shard_size])
                   for name, todo in plan.items() for n in range(-(-len(todo) // shard_size))]
@@ -205,7 +208,8 @@ def preprocess(
         for name in plan:
             report[name] = set_quality([r for (s, _), rs in records.items() if s == name for r in rs], spec.num_frames)
         write_json(work / QUALITY, report)
-        write_json(work / MANIFEST, _manifest(index, plan, records, spec))  # written last: marks the work complete
+        manifest = {**_manifest(index, plan, records, spec), "copy": copy}
+        write_json(work / MANIFEST, manifest)  # written last: marks the work complete
         for name, number in records:
             _record(work, name, number).unlink()
     report = read_json(work / QUALITY)

@@ -1,21 +1,27 @@
 """The download stage's one job: materialise the raw dataset for `data.source` (synthetic, release or local).
 
 Whatever the source, `data/raw` ends up in one shape, which preprocess reads: `WLASL_v0.3.json` (the index),
-`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut"}`); release and local copies also keep the split
-files they came with under `splits/`. Each source returns the download report (a DVC metric): what was used,
-fingerprinted by sha256 or by data.dvc's md5, and what it holds, with no timestamps, so a rerun writes it unchanged.
+`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut", "copy"}`); release and local copies also keep the
+split files they came with under `splits/`. `copy` is the fingerprint of the files the raw data was made from (the
+md5 DVC computes for a folder: `slr.data.fingerprint`); it travels through the clips' manifest and the checkpoint
+into every result. Each source returns the download report: what was used and what it holds, with no timestamps, so
+a rerun writes it unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import yaml
+
 from slr.data.download import ManualDownload, extract_zip, fetch, sha256_file
-from slr.data.metadata import load_index
+from slr.data.fingerprint import Fingerprint, copy_files, files_md5, folder_md5
+from slr.data.metadata import load_index, parse_json
 from slr.data.synthetic import generate
 from slr.errors import UserError
 from slr.files import atomic_dir, write_json
@@ -27,6 +33,8 @@ ARCHIVES = {"splits": "splits.zip", "videos": "WLASL2000.zip"}  # the names the 
 # released or local clips again; the synthetic videos are full length, with idle frames around the sign.
 PRECUT = {"synthetic": False, "release": True, "local": True}
 NSLT_FILES = {f"nslt_{n}.json" for n in (100, 300, 1000, 2000)}
+# JSON files a WLASL copy is known by: when one of these does not parse, the copy is broken (not just odd)
+KNOWN_JSON = re.compile(r"^(WLASL_v[\d.]+|asl\d+|nslt_\d+)\.json$")
 
 
 def materialise(
@@ -36,13 +44,13 @@ def materialise(
     local: LocalParams,
     out_dir: Path,
     downloads: Path,
-    data_dvc: Sequence[str] | None = None,
+    data_dvc: Path | None = None,
 ) -> dict:
     """Write the raw dataset of `source` to `out_dir` (atomically) and return the download report.
 
     Args:
         downloads: where release archives (and their resumable .part files) persist between runs.
-        data_dvc: the folder data.dvc tracks and its md5; the report names that md5 when data.local.path is it.
+        data_dvc: the .dvc file that may version the local copy; its record is compared with the copy read.
     """
     if source == "synthetic":
         return from_synthetic(synthetic, out_dir)
@@ -54,7 +62,7 @@ def materialise(
 def from_synthetic(params: SyntheticParams, out_dir: Path) -> dict:
     with atomic_dir(out_dir) as tmp:
         generate(params, tmp)
-        return _finish(tmp, "synthetic")
+        return _finish(tmp, "synthetic", folder_md5(tmp))
 
 
 def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_dir: Path) -> dict:
@@ -72,9 +80,10 @@ def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_di
             print(f"download: {filename} sha256 {got.sha256} (to enforce it, set {param}: {got.sha256})")
         archives[name] = {"url": got.url, "file": filename, "bytes": got.bytes, "sha256": got.sha256,
                           "pinned": got.pinned}
+    copy = files_md5({filename: downloads / filename for filename in ARCHIVES.values()}, "the release archives")
     with atomic_dir(out_dir) as tmp:
         report = _from_archives([downloads / filename for filename in ARCHIVES.values()], tmp)
-        return {**_finish(tmp, "release"), "archives": archives, **report}
+        return {**_finish(tmp, "release", copy), "archives": archives, **report}
 
 
 def _by_hand(release: ReleaseParams, hand_dir: Path) -> str:
@@ -85,22 +94,46 @@ def _by_hand(release: ReleaseParams, hand_dir: Path) -> str:
     return f"download by hand {steps}, then set data.source: local"
 
 
-def from_local(path: Path, out_dir: Path, data_dvc: Sequence[str] | None = None) -> dict:
-    """Link (or unpack) a WLASL copy at `path` into the raw layout: videos + index, or the release archives."""
+def from_local(path: Path, out_dir: Path, data_dvc: Path | None = None) -> dict:
+    """Link (or unpack) a WLASL copy at `path` into the raw layout: videos + index, or the release archives.
+
+    The copy is fingerprinted as a whole (DVC's md5 of the folder): where `data_dvc` versions this folder and records
+    another md5, one line says how to record this copy.
+    """
     if not path.is_dir():
         raise UserError(
             f"data.local.path {path} is not a folder; put a WLASL copy there (videos + {INDEX}, or "
-            f"{' + '.join(ARCHIVES.values())}), run `dvc pull data.dvc` if your team shares one, or fix data.local.path"
+            f"{' + '.join(ARCHIVES.values())}) or fix data.local.path"
         )
-    zips = sorted(path.glob("*.zip"))
+    copy = folder_md5(path)  # first: it refuses links that leave the copy before anything is read through them
+    zips = sorted(p for p in path.glob("*.zip") if not p.name.startswith("."))
     with atomic_dir(out_dir) as tmp:
         if zips:
             archives = {z.name: {"bytes": z.stat().st_size, "sha256": sha256_file(z)} for z in zips}
             report = {"archives": archives, **_from_archives(zips, tmp)}
         else:
             report = _assemble(path, str(path), tmp)
-        tracked = data_dvc is not None and Path(data_dvc[0]).resolve() == path.resolve()
-        return {**_finish(tmp, "local"), "path": str(path), "data_dvc_md5": data_dvc[1] if tracked else None, **report}
+        versioned = _versioned(data_dvc, path, copy)
+        return {**_finish(tmp, "local", copy), "path": str(path), "data_dvc": versioned, **report}
+
+
+def _versioned(data_dvc: Path | None, path: Path, copy: Fingerprint) -> dict | None:
+    """What `data_dvc` records for the copy at `path` (None if it does not version that folder), and whether it is
+    the copy just read; if not, say in one line how to record it."""
+    if data_dvc is None or not data_dvc.is_file():
+        return None
+    try:
+        outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or []
+    except (yaml.YAMLError, AttributeError):
+        raise UserError(f"{data_dvc}: not a valid .dvc file; restore it with `git checkout {data_dvc}`") from None
+    base = data_dvc.resolve().parent
+    recorded = next((out.get("md5") for out in outs if (base / str(out.get("path"))).resolve() == path.resolve()), False)
+    if recorded is False:
+        return None
+    if recorded != copy.md5:
+        print(f"download: {path} holds another copy than {data_dvc} records (md5 {copy.md5}, {recorded} recorded): "
+              f"run `dvc add {path}` and commit {data_dvc} to version the copy these results come from")
+    return {"file": str(data_dvc), "md5": recorded, "matches": recorded == copy.md5}
 
 
 def _from_archives(zips: list[Path], out: Path) -> dict:
@@ -114,7 +147,8 @@ def _from_archives(zips: list[Path], out: Path) -> dict:
 
 def _assemble(root: Path, where: str, out: Path) -> dict:
     """Find the index, split files and videos anywhere below `root` and link them into `out`'s raw layout."""
-    indexes = _index_files(root)
+    files = [p for p in copy_files(root) if not p.name.startswith(".")]  # ._x: macOS resource forks in zips
+    indexes = _index_files(p for p in files if p.suffix == ".json")
     if not indexes:
         raise UserError(
             f"{where}: no {INDEX} (nor split files in its format, e.g. asl2000.json) found; looked for *.json "
@@ -126,7 +160,7 @@ def _assemble(root: Path, where: str, out: Path) -> dict:
     for split in splits.values():
         _check_prefix(split, index, indexes)
     glosses = load_index(index)  # the format preprocess relies on, checked before anything is linked
-    videos = _videos(root, where, {i.video_id for i in glosses.instances}, index)
+    videos = _videos([p for p in files if p.suffix == ".mp4"], where, {i.video_id for i in glosses.instances}, index)
     _link(index, out / INDEX)
     for name, split in splits.items():
         _link(split, out / "splits" / name)
@@ -134,22 +168,25 @@ def _assemble(root: Path, where: str, out: Path) -> dict:
         _link(video, out / "videos" / f"{video_id}.mp4")
     # The original project's nslt_N.json split files, where the copy has them: preprocess compares them with the
     # index and reports the ids they list that the index lacks.
-    nslt = _unique((p for p in root.rglob("nslt_*.json") if p.name in NSLT_FILES), lambda p: p.name, "nslt file")
+    nslt = _unique((p for p in files if p.name in NSLT_FILES), lambda p: p.name, "nslt file")
     for name, path in nslt.items():
         _link(path, out / name)
     return {"index": index.name, "split_files": sorted(splits), "nslt_files": sorted(nslt)}
 
 
-def _index_files(root: Path) -> dict[Path, list[str]]:
-    """Every JSON file below `root` in WLASL_v0.3 format (a list of {gloss, instances}), with its gloss list."""
+def _index_files(paths: Iterable[Path]) -> dict[Path, list[str]]:
+    """The JSON files in WLASL_v0.3 format (a list of {gloss, instances}), with their gloss lists. A file named as
+    WLASL's files are (WLASL_v0.3.json, asl100.json, nslt_100.json) must parse; other JSON files are not the
+    copy's business."""
     found = {}
-    for path in sorted(root.rglob("*.json")):
-        if path.name.startswith("."):  # macOS resource forks (._asl100.json) in zips made on a Mac
-            continue
-        try:
-            entries = json.loads(path.read_bytes())
-        except ValueError:
-            continue
+    for path in sorted(paths):
+        if KNOWN_JSON.match(path.name):
+            entries = parse_json(path, "a WLASL copy's file")
+        else:
+            try:
+                entries = json.loads(path.read_bytes())
+            except ValueError:
+                continue
         if isinstance(entries, list) and entries and all(
             isinstance(e, dict) and "gloss" in e and "instances" in e for e in entries
         ):
@@ -170,8 +207,7 @@ def _check_prefix(split: Path, index: Path, indexes: dict[Path, list[str]]) -> N
     )
 
 
-def _videos(root: Path, where: str, ids: set[str], index: Path) -> dict[str, Path]:
-    found = [p for p in root.rglob("*.mp4") if not p.name.startswith(".")]
+def _videos(found: list[Path], where: str, ids: set[str], index: Path) -> dict[str, Path]:
     if not found:
         raise UserError(f"{where}: no videos found; looked for <video_id>.mp4 files anywhere below it")
     listed = [p for p in found if p.stem in ids]
@@ -202,14 +238,15 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _finish(out: Path, source: str) -> dict:
-    """Write source.json and return the counts every report carries."""
-    write_json(out / "source.json", {"source": source, "precut": PRECUT[source]})
+def _finish(out: Path, source: str, copy: Fingerprint) -> dict:
+    """Write source.json and return what every report carries: the copy's fingerprint and the counts."""
+    write_json(out / "source.json", {"source": source, "precut": PRECUT[source], "copy": copy.as_dict()})
     index = load_index(out / INDEX)
     present = {p.stem for p in (out / "videos").glob("*.mp4")}
     with_video = sum(i.video_id in present for i in index.instances)
     return {
         "source": source,
+        "copy": copy.as_dict(),
         "glosses": len(index.glosses),
         "instances": len(index.instances),
         "videos": len(present),
