@@ -22,6 +22,11 @@ def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _set_digest(folder: Path) -> str:
+    """One sha256 over every file's name and sha256: pins a whole generated set in one line."""
+    return hashlib.sha256("".join(f"{name} {h}\n" for name, h in sorted(_digest(folder).items())).encode()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
@@ -32,6 +37,24 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_seed_same_bytes(dataset: Path, tmp_path: Path) -> None:
     generate(SMALL, tmp_path)
     assert _digest(tmp_path) == _digest(dataset)
+
+
+# Recorded with the 6-pair generator (commit 24228a8), before the synthetic set grew to 1,000 pairs: the committed
+# default (data/raw in dvc.lock) and any set of at most 6 pairs must keep these bytes for the results to reproduce.
+DEFAULT = SyntheticParams(
+    seed=0, pairs=5, signers=10, train_per_class=20, val_per_class=5, test_per_class=5, size=64, fps=25
+)
+RECORDED = [
+    (DEFAULT, "db2b0a2f0182d1c4a7161434ea4aeca3a01f2bed686b588428f8d9f43604bde4"),
+    (SyntheticParams(seed=7, pairs=6, signers=3, train_per_class=1, val_per_class=1, test_per_class=1, size=32, fps=25),
+     "4dc28205bcdd77513648ef3a5cb185a5729971f9b2c284b7ce7d8a248fb2ede9"),
+]
+
+
+@pytest.mark.parametrize(("params", "digest"), RECORDED, ids=["default", "six_pairs"])
+def test_first_six_pairs_keep_their_bytes(params: SyntheticParams, digest: str, tmp_path: Path) -> None:
+    generate(params, tmp_path)
+    assert _set_digest(tmp_path) == digest
 
 
 def test_other_seed_other_videos(dataset: Path, tmp_path: Path) -> None:
