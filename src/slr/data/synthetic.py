@@ -81,8 +81,8 @@ def sign_of(pair: int) -> Sign:
 
     Pairs come in rounds of six, one per handshape; round q shifts the paths by q and takes place q mod 5 and glove
     q mod 7. Since 6, 5 and 7 are coprime, rounds 0-209 meet every (path shift, place, glove) once (the Chinese
-    remainder theorem): the first 1,260 pairs are all different, and every factor changes from round to round, so
-    asl100 already mixes them all.
+    remainder theorem): the first 1,260 pairs are all different, and path, place and glove all change from one round
+    to the next, so asl100's 50 pairs already hold every value of every factor.
     """
     handshape, round_ = pair % len(HANDSHAPES), pair // len(HANDSHAPES)
     path = (handshape + round_) % len(PATHS)
