@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from slr.data.metadata import Index, Instance
-from slr.data.synthetic import PAIRS, Signer, render_clip
+from slr.data.synthetic import PATHS, Signer, render_clip, sign_of
 from slr.data.video import write_frames
 
 SCRATCH = Path(__file__).resolve().parent / "scratch"
@@ -24,12 +24,12 @@ SIZE, FPS = 256, 25
 def _make(args: tuple[Path, int]) -> None:
     path, seed = args
     rng = np.random.default_rng(seed)
-    pair = seed % len(PAIRS)
+    sign = sign_of(seed % len(PATHS))  # one of the six original signs
     # Little pixel noise: mp4v spends its bits on noise (a clip would be ~1 MB, not WLASL's ~100-300 kB).
     signer = Signer(background=(40, 50, 60), body=(90, 110, 140), skin=(220, 180, 160),
                     offset=(float(rng.uniform(-0.08, 0.08)), 0.0), scale=float(rng.uniform(0.85, 1.15)),
                     speed=float(rng.uniform(0.8, 1.25)), noise=1.0)
-    clips = [render_clip(pair, PAIRS[pair][2], reverse, signer, SIZE, rng)[0] for reverse in (False, True)]
+    clips = [render_clip(sign, reverse, signer, SIZE, rng)[0] for reverse in (False, True)]
     frames = np.concatenate(clips)[: int(rng.integers(50, 71))]
     write_frames(path, frames, FPS)
 

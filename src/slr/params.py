@@ -31,7 +31,7 @@ class SyntheticParams:
     """The embedded synthetic WLASL: `pairs` pairs of signs that differ only in frame order."""
 
     seed: int
-    pairs: int
+    pairs: int  # 1..1000 (slr.data.synthetic.MAX_PAIRS): asl100 to asl2000 take the first 50 to 1,000 pairs
     signers: int
     train_per_class: int
     val_per_class: int
