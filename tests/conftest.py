@@ -29,7 +29,7 @@ def wlasl_dir() -> Path:
 # The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute.
 TINY = {
     "data": {"synthetic": {"pairs": 2, "signers": 3, "train_per_class": 6, "val_per_class": 2, "test_per_class": 3,
-                           "size": 32}},
+                           "video_size": 32}},
     "preprocess": {"num_frames": 8, "frame_size": 20},
     "train": {"epochs": 2, "batch_size": 4, "crop_size": 16},
     "evaluate": {"batch_size": 5, "sweep_count": 4},

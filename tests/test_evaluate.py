@@ -36,7 +36,7 @@ from slr.train import train
 from conftest import train_params
 
 SMALL = SyntheticParams(
-    seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, size=32, fps=25
+    seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, video_size=32, fps=25
 )
 CPU = torch.device("cpu")
 P = EvaluateParams(device="cpu", batch_size=5, shuffle_seed=1, sweep_count=4, sweep_seed=0, bootstrap_samples=200,

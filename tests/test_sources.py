@@ -97,7 +97,7 @@ def test_local_archives_are_unpacked(tmp_path: Path) -> None:
 
 def test_synthetic_is_not_precut(tmp_path: Path) -> None:
     synthetic = SyntheticParams(seed=0, pairs=1, signers=1, train_per_class=1, val_per_class=1, test_per_class=1,
-                                size=32, fps=25)
+                                video_size=32, fps=25)
     release = ReleaseParams(("https://example.invalid/s.zip",), "", ("https://example.invalid/v.zip",), "")
     report = materialise("synthetic", synthetic, release, LocalParams("nowhere"), tmp_path / "raw", tmp_path / "dl")
     source = _read(tmp_path / "raw", "source.json")

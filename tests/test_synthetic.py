@@ -16,7 +16,7 @@ from slr.errors import UserError
 from slr.params import SyntheticParams
 
 SMALL = SyntheticParams(
-    seed=3, pairs=2, signers=3, train_per_class=3, val_per_class=1, test_per_class=2, size=32, fps=25
+    seed=3, pairs=2, signers=3, train_per_class=3, val_per_class=1, test_per_class=2, video_size=32, fps=25
 )
 WLASL_FIELDS = {"bbox", "fps", "frame_end", "frame_start", "instance_id", "signer_id", "source", "split", "url",
                 "variation_id", "video_id"}
@@ -46,11 +46,11 @@ def test_same_seed_same_bytes(dataset: Path, tmp_path: Path) -> None:
 # Recorded with the 6-pair generator (commit 24228a8), before the synthetic set grew to 1,000 pairs: the committed
 # default (data/raw in dvc.lock) and any set of at most 6 pairs must keep these bytes for the results to reproduce.
 DEFAULT = SyntheticParams(
-    seed=0, pairs=5, signers=10, train_per_class=20, val_per_class=5, test_per_class=5, size=64, fps=25
+    seed=0, pairs=5, signers=10, train_per_class=20, val_per_class=5, test_per_class=5, video_size=64, fps=25
 )
 RECORDED = [
     (DEFAULT, "db2b0a2f0182d1c4a7161434ea4aeca3a01f2bed686b588428f8d9f43604bde4"),
-    (SyntheticParams(seed=7, pairs=6, signers=3, train_per_class=1, val_per_class=1, test_per_class=1, size=32, fps=25),
+    (SyntheticParams(seed=7, pairs=6, signers=3, train_per_class=1, val_per_class=1, test_per_class=1, video_size=32, fps=25),
      "4dc28205bcdd77513648ef3a5cb185a5729971f9b2c284b7ce7d8a248fb2ede9"),
 ]
 
@@ -85,7 +85,7 @@ def test_wlasl_format(dataset: Path) -> None:
 
 def test_same_seed_same_bytes_beyond_the_first_six_pairs(tmp_path: Path) -> None:
     params = SyntheticParams(seed=5, pairs=14, signers=2, train_per_class=1, val_per_class=1, test_per_class=1,
-                             size=32, fps=25)
+                             video_size=32, fps=25)
     generate(params, tmp_path / "a")
     generate(params, tmp_path / "b")
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")

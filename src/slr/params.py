@@ -36,7 +36,7 @@ class SyntheticParams:
     train_per_class: int
     val_per_class: int
     test_per_class: int
-    size: int  # frame width and height in pixels
+    video_size: int  # frame width and height in pixels (not `size`: DVC leaves keys named size out of its run cache)
     fps: int
 
     def __post_init__(self) -> None:

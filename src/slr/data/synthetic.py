@@ -121,8 +121,8 @@ def generate(params: SyntheticParams, out_dir: Path) -> None:
     for key in ("signers", "train_per_class", "val_per_class", "test_per_class", "fps"):
         if getattr(params, key) < 1:
             raise UserError(f"params.yaml: data.synthetic.{key} must be at least 1, got {getattr(params, key)}")
-    if params.size < 32:
-        raise UserError(f"params.yaml: data.synthetic.size must be at least 32 pixels, got {params.size}")
+    if params.video_size < 32:
+        raise UserError(f"params.yaml: data.synthetic.video_size must be at least 32 pixels, got {params.video_size}")
     signers = [_signer(np.random.default_rng([params.seed, 1, s])) for s in range(params.signers)]
     per_set = dict(zip(SETS, (params.train_per_class, params.val_per_class, params.test_per_class)))
     index = []
@@ -136,7 +136,7 @@ def generate(params: SyntheticParams, out_dir: Path) -> None:
                     video_id = f"{next_id:05d}"
                     rng = np.random.default_rng([params.seed, 2, next_id])
                     signer_id = int(rng.integers(params.signers))
-                    frames, meta = render_clip(sign, reverse, signers[signer_id], params.size, rng)
+                    frames, meta = render_clip(sign, reverse, signers[signer_id], params.video_size, rng)
                     write_frames(out_dir / "videos" / f"{video_id}.mp4", frames, params.fps)
                     instances.append(
                         {
