@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -28,9 +29,21 @@ RELAUNCHED = "SLR_RELAUNCHED"
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a command's `main`, printing a UserError as `error: ...` and exiting with status 2."""
+    """Run a command's `main`, printing a UserError as `error: ...` and exiting with status 2.
+
+    A full disk is one line too, and under DVC a stage whose params changed while it ran fails (params.check_unchanged).
+    """
+    from slr.params import check_unchanged
+
     try:
         main()
+        check_unchanged()
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        report_error(f"no space left on the device{f' writing {exc.filename}' if exc.filename else ''}: free some "
+                     "space and run it again (finished work is kept: preprocessed shards, checkpoints, downloads)")
+        sys.exit(2)
     except UserError as exc:
         report_error(str(exc))
         sys.exit(2)

@@ -111,11 +111,18 @@ def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
             f"train.pretrained: weights file {path} not found; use none, kinetics or the path of a weights file"
         )
     try:
+        # weights_only: a weights file holds tensors; loading must never run code from it
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise UserError(f"train.pretrained: {path} is not a torch weights file ({exc})") from None
+    except Exception:  # torch raises several types for a file that is not a checkpoint; its advice is not ours
+        raise UserError(f"train.pretrained: {path} is not a torch weights file (a state dict saved with torch.save, "
+                        "or one of this project's checkpoints): damaged, or another format") from None
     # This project's own checkpoints keep the weights under "state_dict" beside their metadata.
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"train.pretrained: {path} holds a {type(state).__name__}, not a state dict of the model's "
+                        "weights (name -> tensor); save one with torch.save(model.state_dict(), path)")
+    return state
 
 
 @contextmanager

@@ -7,6 +7,7 @@ wrong type) stops the pipeline at its first stage instead of after an hour of tr
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -228,6 +229,10 @@ def _require(ok: bool, key: str, rule: str, value: object) -> None:
         raise UserError(f"params.yaml: {key} must be {rule}, got {value!r}")
 
 
+# The params files this process has read, as read: `check_unchanged` compares them with the files at the end.
+_LOADED: dict[Path, Any] = {}
+
+
 def load_params(path: str | Path) -> Params:
     """Read and validate params.yaml; raise UserError naming the bad key and the fix."""
     path = Path(path)
@@ -237,7 +242,51 @@ def load_params(path: str | Path) -> Params:
         raise UserError(f"{path}: file not found; run from the repository root or pass --params") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return from_dict(Params, raw, prefix="")
+    params = from_dict(Params, raw, prefix="")
+    _LOADED[path.resolve()] = raw
+    return params
+
+
+def check_unchanged() -> None:
+    """Under DVC, fail if a param this stage declares changed in params.yaml while the stage ran.
+
+    DVC hashes a stage's params when the stage ends, to write dvc.lock. A `dvc exp run` started meanwhile rewrites
+    params.yaml (its Hydra composition runs before DVC's lock stops it), so DVC would record params the outputs were
+    not made with. Only the keys dvc.yaml declares for the stage count: an unrelated edit is no harm.
+    """
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return
+    keys = _declared(Path("dvc.yaml"), stage)  # DVC runs a stage in the repository root (or its wdir)
+    for path, raw in _LOADED.items():
+        try:
+            now = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            now = None
+        changed = [key for key in keys if _lookup(raw, key) != _lookup(now, key)]
+        if changed:
+            raise UserError(
+                f"{path.name} changed while stage '{stage}' ran ({', '.join(k or 'params' for k in changed[:5])}), so "
+                f"its outputs are not "
+                f"what dvc.lock would record: run the stage again (dvc repro), or restore the values it ran with and "
+                f"`dvc commit {stage}`; for concurrent experiments use `dvc exp run --queue` or a second clone"
+            )
+
+
+def _declared(dvc_yaml: Path, stage: str) -> list[str]:
+    """The params keys dvc.yaml declares for `stage` (all of them where dvc.yaml or the stage is not found)."""
+    try:
+        entries = yaml.safe_load(dvc_yaml.read_text())["stages"][stage]["params"]
+        return [entry if isinstance(entry, str) else key for entry in entries
+                for key in ([entry] if isinstance(entry, str) else entry)]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return [""]
+
+
+def _lookup(raw: Any, key: str) -> Any:
+    for part in filter(None, key.split(".")):
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    return raw
 
 
 def from_dict(cls: type[T], raw: Any, prefix: str) -> T:

@@ -16,11 +16,18 @@ from slr.files import read_json
 
 
 def load_manifest(clips_dir: Path) -> dict:
-    """The preprocess stage's manifest; a clear error if that stage has not run for these clips."""
+    """The preprocess stage's manifest; a clear error if that stage has not run for these clips or it is damaged."""
     path = clips_dir / MANIFEST
     if not path.is_file():
         raise UserError(f"no preprocessed data at {clips_dir} ({MANIFEST} missing); run `dvc repro preprocess` first")
-    return read_json(path)
+    try:
+        manifest = read_json(path)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        manifest = None
+    if not isinstance(manifest, dict) or not {"glosses", "sets", "num_frames", "frame_size"} <= set(manifest):
+        raise UserError(f"{path} is damaged (not the manifest preprocess writes); restore the clips with "
+                        "`dvc checkout data/clips`, or make them again with `dvc repro -f preprocess`")
+    return manifest
 
 
 def manifest_digest(clips_dir: Path) -> str:

@@ -9,11 +9,14 @@ header per shard and an empty row per present video that failed to decode.
 
 from __future__ import annotations
 
+import errno
 import operator
 import os
 from pathlib import Path
 
 import numpy as np
+
+from slr.errors import UserError
 
 MANIFEST = "manifest.json"  # in the clips folder: glosses, clip spec, and per set the ids, labels and shards
 
@@ -42,8 +45,48 @@ def write_clip(path: Path, row: int, frames: list[np.ndarray]) -> None:
         np.lib.format.read_magic(file)
         np.lib.format.read_array_header_1_0(file)
         clip_bytes = sum(frame.nbytes for frame in frames)
-        os.pwritev(file.fileno(), [np.ascontiguousarray(f, np.uint8).data for f in frames],
-                   file.tell() + row * clip_bytes)
+        buffers = [memoryview(np.ascontiguousarray(f, np.uint8)).cast("B") for f in frames]
+        write_all(file.fileno(), buffers, file.tell() + row * clip_bytes, path)
+
+
+def write_all(fd: int, buffers: list[memoryview], offset: int, path: Path) -> None:
+    """pwritev all of `buffers` at `offset`. The kernel may write less than asked (a disk filling up, a signal):
+    the rest is written until done, so a shard recorded as complete never holds a run of zeros; a write that makes
+    no progress is the full disk it is."""
+    while buffers:
+        written = os.pwritev(fd, buffers, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        offset += written
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers[0])
+            buffers.pop(0)
+        if written:
+            buffers[0] = buffers[0][written:]
+
+
+def check_shard(path: Path, rows: int, clip_shape: tuple[int, ...]) -> None:
+    """Fail with the fix if the shard `path` is missing, damaged or shorter than the `rows` clips the manifest says it
+    holds. Checked when a set is opened, from the header and the file size (no data read): a truncated shard would
+    otherwise fail deep inside a DataLoader worker, or not at all where the memory map happens to cover the rows."""
+    fix = "restore the clips with `dvc checkout data/clips`, or make them again with `dvc repro -f preprocess`"
+    try:
+        with path.open("rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(file)
+            header = file.tell()
+    except FileNotFoundError:
+        raise UserError(f"shard {path} is missing; {fix}") from None
+    except (OSError, ValueError, SyntaxError):
+        raise UserError(f"shard {path} is damaged (no valid .npy header); {fix}") from None
+    expected = header + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if dtype != np.uint8 or tuple(shape[1:]) != tuple(clip_shape) or shape[0] < rows:
+        raise UserError(f"shard {path} holds {dtype} {tuple(shape)}, not the {rows} clips of {tuple(clip_shape)} the "
+                        f"manifest lists; {fix}")
+    if path.stat().st_size < expected:
+        raise UserError(f"shard {path} is truncated ({path.stat().st_size} of {expected} bytes); {fix}")
 
 
 class ClipArray:
@@ -62,6 +105,8 @@ class ClipArray:
         self.starts = np.cumsum([0, *map(len, rows)])  # first clip of each shard; the last entry is the total
         self.shape = (int(self.starts[-1]), *clip_shape)
         self._maps: list[np.ndarray] | None = None
+        for path, shard_rows in zip(paths, rows):
+            check_shard(path, max(shard_rows, default=-1) + 1, clip_shape)
 
     def __len__(self) -> int:
         return self.shape[0]
