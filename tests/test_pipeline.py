@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from slr.params import CROPS
+
+from conftest import REPO, copy_repo, sh, tool_env
 from conftest import sh as _sh
 
 pytestmark = pytest.mark.slow
@@ -61,6 +64,29 @@ def test_pipeline_is_clean_and_second_repro_is_a_no_op(repo: Path) -> None:
     assert "up to date" in _sh(repo, "dvc", "status", "dvc.yaml")
     out = _sh(repo, "dvc", "repro")
     assert "Running stage" not in out
+
+
+@pytest.mark.parametrize("how", ["exp run", "repro"])
+def test_a_typo_in_params_costs_nothing(repo: Path, tmp_path: Path, how: str) -> None:
+    root = copy_repo(repo, tmp_path / "repo")
+    outputs = {p: p.read_bytes() for p in [*(root / "models").iterdir(), *(root / "metrics").rglob("*.*"),
+                                           *(root / "reports").iterdir(), *(root / "plots").rglob("*.*")]}
+    if how == "exp run":
+        result = subprocess.run(["dvc", "exp", "run", "-S", "train.epochs=four"], cwd=root, env=tool_env(),
+                                capture_output=True, text=True)
+    else:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["preprocess"]["crop"] = "centre"
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result = subprocess.run(["dvc", "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
+    assert result.returncode != 0
+    errors = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [{"exp run": "error: params.yaml: train.epochs must be an integer, got 'four' (str)",
+                       "repro": f"error: params.yaml: preprocess.crop must be one of {', '.join(CROPS)}, got 'centre'"}[
+                          how]]
+    assert {p: p.read_bytes() for p in outputs if p.exists()} == outputs  # nothing of the finished run deleted
+    sh(root, "git", "checkout", "params.yaml")  # README: how to get back after a failed experiment
+    assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")
 
 
 def test_same_params_give_identical_results(repo: Path) -> None:

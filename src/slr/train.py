@@ -31,7 +31,8 @@ from slr.distributed import Process
 from slr.errors import UserError
 from slr.files import atomic_path, write_json
 from slr.inference import Feed, predict
-from slr.models import build_model, check_input, count_parameters, normalization
+from slr.checks import check_recipe
+from slr.models import build_model, count_parameters, normalization
 from slr.params import TrainParams
 
 
@@ -204,10 +205,9 @@ def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, se
     data_info.json records what evaluation needs to feed the model the clips it was trained on (frames, sizes,
     normalisation), as the original project's did. Returns the best epoch's {epoch, val_loss, val_acc}.
     """
-    mean, std = normalization(model_name)  # first: an unknown model name fails before anything is read
     manifest = load_manifest(clips_dir)
-    num_frames, frame_size = manifest["num_frames"], manifest["frame_size"]
-    check_input(model_name, num_frames, p.crop_size)
+    check_recipe(model_name, manifest["num_frames"], manifest["frame_size"], p.crop_size)
+    mean, std = normalization(model_name)
     process = distributed.start()
     try:
         return _train(clips_dir, out_dir, live_dir, model_name, seed, p, process, manifest, mean, std)
