@@ -42,8 +42,12 @@ def _running(pid: int) -> bool:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    `durable`: flush the data to disk before the rename (see sync_file); files that are cheap to make again and are
+    written by the thousand (generated videos) skip it, and only a machine crash could then lose one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
@@ -53,7 +57,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         tmp_path.chmod(0o644)  # mkstemp makes 0600; outputs are ordinary files
-        sync_file(tmp_path)
+        if durable:
+            sync_file(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
