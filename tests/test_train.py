@@ -20,6 +20,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import slr.hub
 import slr.models
 from slr.distributed import Process
 from slr.errors import UserError
@@ -163,7 +164,7 @@ def test_missing_weights_offline_fail_in_seconds(
     real_url, path = weights_file("R3D_18")
     url = f"http://127.0.0.1:{port}/{Path(real_url).name}"
     monkeypatch.setattr(slr.models, "weights_file", lambda name: (url, path))
-    monkeypatch.setattr(slr.models, "DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(slr.hub, "DOWNLOAD_TIMEOUT_S", 1.0)
     start = time.monotonic()
     with pytest.raises(UserError) as error:
         build_model("R3D_18", num_classes=5, dropout=0.5, pretrained="kinetics")
