@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from common import SCRATCH, machine, video_set
-from slr.data.preprocess import ClipSpec, preprocess
+from slr.data.clip import ClipSpec
+from slr.data.preprocess import preprocess
 
 
 def count_frames(path: Path) -> int:

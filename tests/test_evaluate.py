@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from slr.data.clip import ClipSpec
 from slr.data.metadata import load_index
-from slr.data.preprocess import ClipSpec, preprocess
+from slr.data.preprocess import preprocess
 from slr.data.synthetic import generate
 from slr.data.transforms import three_crops
 from slr.errors import UserError

@@ -16,9 +16,10 @@ import pytest
 
 from conftest import WLASL_DIR
 from slr.data import preprocess as preprocess_module
+from slr.data.clip import ClipSpec, crop_window, frame_range, process_clip, sample_indices
 from slr.data.dataset import ClipDataset, load_set
 from slr.data.metadata import load_index
-from slr.data.preprocess import ClipSpec, crop_window, frame_range, prepare_clips, preprocess, sample_indices
+from slr.data.preprocess import prepare_clips, preprocess
 from slr.data.quality import counts
 from slr.data.video import decode, write_frames
 from slr.errors import UserError
@@ -75,7 +76,7 @@ def test_crop_none_pads_the_whole_frame(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     write_frames(path, _frames(LENGTH), fps=25)
     instance = load_index(_write_index(tmp_path, [("1", "train", 0, "u")])).instances[0]
-    clip = np.stack(preprocess_module.process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).images)
+    clip = np.stack(process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).images)
     assert clip.shape == (4, 24, 24, 3)
     assert clip[:, :3].max() < 8 and clip[:, -3:].max() < 8  # 48x32 -> 24x16, black bars above and below
     assert clip[-1, 12, -4].min() > 150  # the frame itself, whole: the bright band on the right
@@ -269,7 +270,7 @@ def test_restart_after_an_error_redoes_only_the_rest(raw: tuple[Path, dict[str, 
 KILLED_RUN = """
 import sys, time
 from pathlib import Path
-from slr.data import preprocess as module
+from slr.data import clip, preprocess as module
 from slr.data.metadata import load_index
 process_clip = module.process_clip
 
@@ -279,7 +280,7 @@ def slow(*args):
 
 module.process_clip = slow
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
-spec = module.ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2, trim=True)
+spec = clip.ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2, trim=True)
 module.preprocess(load_index(raw / "WLASL_v0.3.json"), raw / "videos", out, spec, shard_size=2, workers=1)
 """
 

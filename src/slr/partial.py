@@ -15,7 +15,8 @@ from pathlib import Path
 from slr.cli import run_main, stage_parser
 from slr.data.dataset import load_manifest, load_set
 from slr.data.metadata import SETS, load_index
-from slr.data.preprocess import ClipSpec, preprocess
+from slr.data.preprocess import preprocess
+from slr.data.clip import ClipSpec
 from slr.errors import UserError
 from slr.evaluate import load_model, predict, score
 from slr.files import write_json
