@@ -16,6 +16,7 @@ import pytest
 
 from conftest import WLASL_DIR
 from slr.data import preprocess as preprocess_module
+from slr.data import video
 from slr.data.clip import ClipSpec, crop_window, frame_range, process_clip, sample_indices
 from slr.data.dataset import ClipDataset, load_set
 from slr.data.metadata import load_index
@@ -62,6 +63,13 @@ def test_decode_range_is_clamped_to_the_video(tmp_path: Path) -> None:
     assert _levels(decode(path, *frame_range(10, 50))[0]) == [190, 210, 230]  # end past the video: clamped
     assert _levels(decode(path, *frame_range(40, -1))[0]) == [230]  # start past the video: its last frame
     assert decode(path, *frame_range(1, 2))[1] == 2  # decoding stops at the range's end
+
+
+def test_writing_without_the_encoder_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video, "FOURCC", "XXXX")  # no OpenCV build has it: the writer does not open
+    with pytest.raises(UserError, match=r"OpenCV .* cannot write .*v\.mp4 with the XXXX encoder; install the"):
+        write_frames(tmp_path / "v.mp4", _frames(LENGTH), fps=25)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_crop_windows() -> None:

@@ -8,12 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from slr.errors import UserError
 from slr.files import atomic_path
 
 
 # A stream that ends before this fraction of the frames its container declares was cut off (a partial download).
 # Not an exact comparison: containers' counts can be off by a frame or two (edit lists, estimated counts).
 TRUNCATED_BELOW = 0.9
+# MPEG-4 Part 2: the one encoder every OpenCV build can write (the pip wheels have no H.264 encoder).
+FOURCC = "mp4v"
 
 
 class VideoError(Exception):
@@ -116,14 +119,18 @@ def read_frames(path: str | Path) -> np.ndarray:
 
 
 def write_frames(path: str | Path, frames: np.ndarray, fps: int) -> None:
-    """Encode uint8 (T, H, W, C) RGB frames as MPEG-4 Part 2 (`mp4v`), which every OpenCV build can write."""
+    """Encode uint8 (T, H, W, C) RGB frames with FOURCC. Raises UserError where this OpenCV build cannot: that is
+    the installation's fault, not the video's, so it is not a VideoError (which preprocessing skips)."""
     num, height, width, _ = frames.shape
     with atomic_path(path) as tmp:
         mp4 = tmp.with_suffix(".mp4")  # OpenCV picks the container from the file extension
-        writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
         try:
             if not writer.isOpened():
-                raise VideoError(f"OpenCV cannot write {path}: no mp4v encoder in this build")
+                raise UserError(
+                    f"OpenCV {cv2.__version__} cannot write {path} with the {FOURCC} encoder; install the "
+                    "opencv-python-headless of requirements.txt (./dev.sh creates .venv from it)"
+                )
             for frame in frames:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             writer.release()
