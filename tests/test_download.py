@@ -114,7 +114,7 @@ def test_full_download_unpacks_the_raw_contract(server: LoopbackServer, tmp_path
     ids = video_ids()[:-1]
     assert sorted(p.stem for p in (raw / "videos").iterdir()) == ids
     assert all((raw / "videos" / f"{i}.mp4").read_bytes() == video_bytes(i) for i in ids)
-    assert json.loads((raw / "source.json").read_text()) == {"source": "release", "precut": True}
+    assert json.loads((raw / "source.json").read_text()) == {"source": "release", "precut": True, "resized": True}
     assert not (raw / ".unpacked").exists()
     assert report["archives"]["videos"] == {
         "url": server.url("WLASL2000.zip"), "file": "WLASL2000.zip", "bytes": len(server.files["WLASL2000.zip"]),

@@ -76,16 +76,30 @@ def read_precut(raw_dir: str | Path) -> bool:
     Pre-cut copies (the release archive, most local copies) must not be trimmed again: their frame ranges refer to
     the long source videos. No source.json means the synthetic source, whose videos still hold the idle frames.
     """
+    return _source_flag(raw_dir, "precut")
+
+
+def read_resized(raw_dir: str | Path) -> bool:
+    """Whether the raw videos were resized from their source videos (`resized` in the download stage's source.json).
+
+    The release archives' clips are 256x256 whatever the source's size, so WLASL's boxes (in source pixels) do not
+    fit them, even where a box happens to lie inside the frame. No source.json means the synthetic source (False).
+    """
+    return _source_flag(raw_dir, "resized")
+
+
+def _source_flag(raw_dir: str | Path, key: str) -> bool:
+    """A true/false fact of source.json; False where the file or the key is absent; UserError if malformed."""
     path = Path(raw_dir) / "source.json"
     if not path.is_file():
         return False
     try:
-        precut = json.loads(path.read_text()).get("precut", False)
+        value = json.loads(path.read_text()).get(key, False)
     except (json.JSONDecodeError, AttributeError):
         raise UserError(f"{path}: not a JSON object; re-run the download stage (dvc repro -f download)") from None
-    if not isinstance(precut, bool):
-        raise UserError(f"{path}: precut must be true or false, got {precut!r}; re-run the download stage")
-    return precut
+    if not isinstance(value, bool):
+        raise UserError(f"{path}: {key} must be true or false, got {value!r}; re-run the download stage")
+    return value
 
 
 def load_nslt(path: str | Path) -> dict[str, tuple[str, int]]:

@@ -1,7 +1,7 @@
 """The download stage's one job: materialise the raw dataset for `data.source` (synthetic, release or local).
 
 Whatever the source, `data/raw` ends up in one shape, which preprocess reads: `WLASL_v0.3.json` (the index),
-`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut"}`); release and local copies also keep the split
+`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut", "resized"}`); release and local copies also keep the split
 files they came with under `splits/`. Each source returns the download report (a DVC metric): what was used,
 fingerprinted by sha256 or by data.dvc's md5, and what it holds, with no timestamps, so a rerun writes it unchanged.
 """
@@ -26,6 +26,9 @@ ARCHIVES = {"splits": "splits.zip", "videos": "WLASL2000.zip"}  # the names the 
 # WLASL's start_kit writes <video_id>.mp4 already cut to the instance's frame range, so preprocess must not trim the
 # released or local clips again; the synthetic videos are full length, with idle frames around the sign.
 PRECUT = {"synthetic": False, "release": True, "local": True}
+# The release archives' clips were also resized to 256x256, so WLASL's boxes (source pixels) do not fit them; the
+# start_kit writes clips at the source's resolution, and the synthetic boxes are drawn at the videos' own size.
+# `resized` in source.json: True for a copy unpacked from the archives (source release, or local archives).
 NSLT_FILES = {f"nslt_{n}.json" for n in (100, 300, 1000, 2000)}
 
 
@@ -54,7 +57,7 @@ def materialise(
 def from_synthetic(params: SyntheticParams, out_dir: Path) -> dict:
     with atomic_dir(out_dir) as tmp:
         generate(params, tmp)
-        return _finish(tmp, "synthetic")
+        return _finish(tmp, "synthetic", resized=False)
 
 
 def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_dir: Path) -> dict:
@@ -76,7 +79,7 @@ def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_di
         archives[name] = {"url": url, "file": filename, "bytes": got.bytes, "sha256": got.sha256, "pinned": got.pinned}
     with atomic_dir(out_dir) as tmp:
         report = _from_archives([downloads / filename for filename in ARCHIVES.values()], tmp)
-        return {**_finish(tmp, "release"), "archives": archives, **report}
+        return {**_finish(tmp, "release", resized=True), "archives": archives, **report}
 
 
 def from_local(path: Path, out_dir: Path, data_dvc: Sequence[str] | None = None) -> dict:
@@ -94,7 +97,7 @@ def from_local(path: Path, out_dir: Path, data_dvc: Sequence[str] | None = None)
         else:
             report = _assemble(path, str(path), tmp)
         tracked = data_dvc is not None and Path(data_dvc[0]).resolve() == path.resolve()
-        return {**_finish(tmp, "local"), "path": str(path), "data_dvc_md5": data_dvc[1] if tracked else None, **report}
+        return {**_finish(tmp, "local", resized=bool(zips)), "path": str(path), "data_dvc_md5": data_dvc[1] if tracked else None, **report}
 
 
 def _from_archives(zips: list[Path], out: Path) -> dict:
@@ -196,9 +199,9 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _finish(out: Path, source: str) -> dict:
+def _finish(out: Path, source: str, resized: bool) -> dict:
     """Write source.json and return the counts every report carries."""
-    write_json(out / "source.json", {"source": source, "precut": PRECUT[source]})
+    write_json(out / "source.json", {"source": source, "precut": PRECUT[source], "resized": resized})
     index = load_index(out / INDEX)
     present = {p.stem for p in (out / "videos").glob("*.mp4")}
     with_video = sum(i.video_id in present for i in index.instances)
