@@ -19,6 +19,7 @@ def test_all_stages_write_their_outputs(repo: Path) -> None:
     data = json.loads((repo / "metrics/data.json").read_text())
     assert data["classes"] == 4
     assert data["train"] == {"listed": 24, "present": 24, "readable": 24, "short": 0, "bbox_fallback": 0,
+                             "person_fallback": 0, "range_ignored": 0,
                              "skipped": {"missing": 0, "unreadable": 0, "zero_frame": 0, "truncated": 0}}
     assert json.loads((repo / "metrics/download.json").read_text())["videos"] == 44
     result = json.loads((repo / "metrics/eval.json").read_text())

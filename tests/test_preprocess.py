@@ -191,10 +191,10 @@ def test_preprocess_reports_bad_videos(raw: tuple[Path, dict[str, str]], tmp_pat
     train_ids = [i.video_id for i in ids if i.split == "train"]
     assert quality["train"] == {
         "listed": 9, "present": 8, "readable": 5, "short": [roles["short"]], "bbox_fallback": [roles["outside"]],
-        "skipped": {"missing": [roles["missing"]], "unreadable": [roles["corrupt"]],
+        "person_fallback": [], "range_ignored": [], "skipped": {"missing": [roles["missing"]], "unreadable": [roles["corrupt"]],
                     "zero_frame": [roles["zero_frame"]], "truncated": [roles["truncated"]]},
     }
-    assert quality["test"]["readable"] == 3 and quality["precut"] is False
+    assert quality["test"]["readable"] == 3 and quality["precut"] is False and quality["resized"] is False
     dup = [roles["dup_of"], roles["dup"]]
     assert quality["duplicates"] == {"groups": [dup], "cross_gloss": [dup], "cross_split": [dup], "dropped": []}
     assert counts(quality)["train"]["skipped"] == {"missing": 1, "unreadable": 1, "zero_frame": 1, "truncated": 1}
@@ -224,6 +224,9 @@ def test_precut_videos_are_not_trimmed(raw: tuple[Path, dict[str, str]], tmp_pat
     quality = _run(precut, tmp_path / "clips", crop="center", drop_cross_split_duplicates=True)
     assert quality["precut"] is True and quality["duplicates"]["dropped"] == [raw[1]["dup"]]
     assert quality["test"]["listed"] == 2 and quality["train"]["bbox_fallback"] == []
+    short = raw[1]["short"]  # its range is the whole video (1, -1): nothing ignored; the others' 3-10 are ignored
+    stored = json.loads((tmp_path / "clips" / "manifest.json").read_text())["sets"]["train"]["video_ids"]
+    assert len(stored) == 5 and quality["train"]["range_ignored"] == [v for v in stored if v != short]
     clips, _, _ = load_set(tmp_path / "clips", "train")
     assert _levels(clips[2]) == [30, 90, 150, 210]  # the whole 12 frames
 

@@ -6,13 +6,16 @@ bytes; the parallel, restartable work over a whole index lives there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from slr.data.metadata import Instance
+from slr.data.person import FRAMES, find_person
 from slr.data.video import VideoError, decode
 
 
@@ -22,8 +25,8 @@ class ClipSpec:
 
     num_frames: int
     frame_size: int
-    crop: str  # "bbox" (the instance's box plus a margin), "center" or "none" (whole frame, padded square)
-    bbox_margin: float  # added on each side of the box, as a fraction of its size
+    crop: str  # "bbox" (the instance's box), "person" (the people detected), "center" or "none" (whole frame, padded)
+    bbox_margin: float  # added on each side of the box (bbox or person), as a fraction of its size
     trim: bool  # cut to the instance's frame range; False for pre-cut videos
 
 
@@ -33,7 +36,7 @@ class ClipResult:
     images: list[np.ndarray]  # the clip: num_frames uint8 (H, W, C) RGB images; none if the video gave no clip
     frames: int  # frames in the trimmed range, before sampling
     problem: str  # "" or one of quality.REASONS
-    bbox_fallback: bool  # crop "bbox" but the box lies outside the frame: centre crop used
+    fallback: bool  # crop "bbox" with the box outside the frame, or "person" with nobody found: centre crop used
 
 
 def sample_indices(length: int, num_frames: int) -> np.ndarray:
@@ -54,21 +57,22 @@ def frame_range(frame_start: int, frame_end: int) -> tuple[int, int | None]:
     return first, None if frame_end == -1 else max(frame_end, first + 1)
 
 
-def crop_window(height: int, width: int, bbox: tuple[int, int, int, int], crop: str, margin: float
+def crop_window(height: int, width: int, box: tuple[int, int, int, int] | None, crop: str, margin: float
                 ) -> tuple[tuple[int, int, int, int], bool]:
-    """The (top, left, height, width) window to keep from every frame, and whether a bbox crop fell back to centre.
+    """The (top, left, height, width) window to keep from every frame, and whether the crop fell back to centre.
 
-    "bbox": the smallest square holding the box plus `margin` on each side, centred on the box, shifted to lie in
-    the frame. The box is in source pixels; a pre-cut or resized copy may not match them, so a box that does not
-    lie inside the frame falls back to the centre square. "center": the centred square. "none": the whole frame.
+    "bbox" and "person": the smallest square holding the box (the instance's, or the people found) plus `margin` on
+    each side, centred on the box, shifted to lie in the frame. An instance's box is in source pixels, which a
+    pre-cut copy may not match, so a box that does not lie inside the frame, like no box at all (nobody found),
+    falls back to the centre square. "center": the centred square. "none": the whole frame.
     """
     if crop == "none":
         return (0, 0, height, width), False
     side = min(height, width)
-    x1, y1, x2, y2 = bbox
+    x1, y1, x2, y2 = box or (0, 0, 0, 0)
     inside = 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
     if crop == "center" or not inside:
-        return ((height - side) // 2, (width - side) // 2, side, side), crop == "bbox"
+        return ((height - side) // 2, (width - side) // 2, side, side), crop != "center"
     side = min(side, round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)))
     top = min(max(round((y1 + y2 - side) / 2), 0), height - side)
     left = min(max(round((x1 + x2 - side) / 2), 0), width - side)
@@ -119,10 +123,27 @@ class Shrink:
 def process_clip(path: Path, instance: Instance, spec: ClipSpec) -> ClipResult:
     """Decode, trim, sample, crop and resize one video; a bad video yields a result with `problem` set."""
     first, stop = frame_range(instance.frame_start, instance.frame_end) if spec.trim else (0, None)
-    shrink = Shrink(instance.bbox, spec)
+    pick = partial(sample_indices, num_frames=spec.num_frames)
     try:
-        frames, length = decode(path, first, stop, lambda n: sample_indices(n, spec.num_frames), shrink)
+        if spec.crop == "person":
+            images, length, fallback = _person_clip(path, first, stop, pick, spec)
+        else:
+            shrink = Shrink(instance.bbox, spec)
+            images, length = decode(path, first, stop, pick, shrink)
+            fallback = shrink.fallback
     except VideoError as exc:
         return ClipResult(instance.video_id, [], 0, exc.reason, False)
     # Frames, not np.stack(frames): a fresh 2.4 MB array per clip (16x224x224) cost a third of the decoding.
-    return ClipResult(instance.video_id, frames, length, "", shrink.fallback)
+    return ClipResult(instance.video_id, images, length, "", fallback)
+
+
+def _person_clip(path: Path, first: int, stop: int | None, pick: Callable[[int], np.ndarray], spec: ClipSpec
+                 ) -> tuple[list[np.ndarray], int, bool]:
+    """The clip cropped to the people found on FRAMES of its sampled frames, at source resolution (the detector
+    needs the pixels a crop would drop); the frames, the range's length, and whether nobody was found."""
+    frames, length = decode(path, first, stop, pick)
+    searched = np.unique(sample_indices(len(frames), FRAMES))  # a clip of fewer frames searches each once
+    height, width = frames[0].shape[:2]
+    window, fallback = crop_window(height, width, find_person([frames[k] for k in searched]), "person",
+                                   spec.bbox_margin)
+    return [to_square(frame, window, spec.frame_size) for frame in frames], length, fallback

@@ -21,13 +21,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
+import torch
 from tqdm import tqdm
 
-from slr.data import clip, quality, store, video
-from slr.data.clip import ClipResult, ClipSpec, process_clip
-from slr.data.metadata import SETS, Index, Instance, load_index, read_precut
+from slr import hub
+from slr.data import clip, person, quality, store, video
+from slr.data.clip import ClipResult, ClipSpec, frame_range, process_clip
+from slr.data.metadata import SETS, Index, Instance, load_index, read_precut, read_resized
 from slr.data.quality import check_usable, select, set_quality
 from slr.data.store import MANIFEST, create_shard, shard_name, write_clip
+from slr.errors import UserError
 from slr.files import read_json, replace_dir, write_json
 
 QUALITY = "quality.json"
@@ -48,14 +51,20 @@ def prepare_clips(
 ) -> dict:
     """Preprocess the `split` subset of the download stage's `raw_dir` into `out_dir`; return the quality report.
 
-    Reads WLASL_v0.3.json, source.json (pre-cut videos are not trimmed) and, where present, nslt_N.json (compared
-    with the index in the report).
+    Reads WLASL_v0.3.json, source.json (pre-cut videos are not trimmed; resized ones do not take crop "bbox") and,
+    where present, nslt_N.json (compared with the index in the report).
     """
+    precut, resized = read_precut(raw_dir), read_resized(raw_dir)
+    if crop == "bbox" and resized:
+        raise UserError(
+            f"preprocess.crop: bbox cannot crop {raw_dir / 'videos'}: source.json says its clips were resized (the "
+            "release's 256x256 clips), and WLASL's boxes are in the source videos' pixels; set preprocess.crop to "
+            "person (detect the signer) or center"
+        )
     index = load_index(raw_dir / "WLASL_v0.3.json").subset(split)
-    precut = read_precut(raw_dir)
     index, notes = select(index, drop_cross_split_duplicates, raw_dir / f"nslt_{split[3:]}.json")
     spec = ClipSpec(num_frames, frame_size, crop, bbox_margin, trim=not precut)
-    return preprocess(index, raw_dir / "videos", out_dir, spec, notes={"precut": precut, **notes},
+    return preprocess(index, raw_dir / "videos", out_dir, spec, notes={"precut": precut, "resized": resized, **notes},
                       max_missing=max_missing)
 
 
@@ -86,11 +95,14 @@ def preprocess(
     if not (work / MANIFEST).is_file():
         shards = [(name, n, todo[n * shard_size : (n + 1) * shard_size])
                   for name, todo in plan.items() for n in range(-(-len(todo) // shard_size))]
+        if spec.crop == "person":
+            person.detector()  # here, not in each worker: weights downloaded once, offline fails before any work
         _process(shards, work, paths, spec, workers or os.cpu_count() or 1)
         records = {(name, n): read_json(_record(work, name, n)) for name, n, _ in shards}
         report = {"classes": len(index.glosses), **notes}
         for name in plan:
-            report[name] = set_quality([r for (s, _), rs in records.items() if s == name for r in rs], spec.num_frames)
+            report[name] = set_quality([r for (s, _), rs in records.items() if s == name for r in rs], spec.num_frames,
+                                       spec.crop)
         write_json(work / QUALITY, report)
         write_json(work / MANIFEST, _manifest(index, plan, records, spec))  # written last: marks the work complete
         for name, number in records:
@@ -107,7 +119,7 @@ def _work_dir(out_dir: Path, index: Index, plan: dict[str, list[Instance]], path
     """The work folder for these inputs, created if new; work folders of other inputs are deleted (disk space).
 
     Its name hashes every input of the output: the clip spec, the instances per set, each video's size and
-    modification time, and the code and OpenCV version that make the clips.
+    modification time, the code and OpenCV version that make the clips and, for crop "person", the detector.
     """
     def stat(path: Path) -> list[int] | None:
         return [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
@@ -115,9 +127,10 @@ def _work_dir(out_dir: Path, index: Index, plan: dict[str, list[Instance]], path
     inputs = {
         "spec": asdict(spec), "shard_size": shard_size, "notes": notes, "glosses": index.glosses,
         "sets": {name: [[asdict(i), stat(paths[i.video_id])] for i in todo] for name, todo in plan.items()},
-        "code": [hashlib.sha256(Path(f).read_bytes()).hexdigest()
-                 for f in (__file__, clip.__file__, video.__file__, quality.__file__, store.__file__)],
+        "code": [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (
+            __file__, clip.__file__, video.__file__, quality.__file__, store.__file__, person.__file__, hub.__file__)],
         "opencv": cv2.__version__,
+        "detector": person.fingerprint() if spec.crop == "person" else None,
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     work = out_dir.with_name(f".{out_dir.name}-work-{key}")
@@ -188,8 +201,10 @@ def _make_clip(path: Path, instance: Instance, spec: ClipSpec, shard: Path, row:
         instance.video_id, [], 0, "missing", False)
     if result.images:
         write_clip(shard, row, result.images)
+    whole = frame_range(instance.frame_start, instance.frame_end) == (0, None)
     return {"video_id": result.video_id, "frames": result.frames, "problem": result.problem,
-            "bbox_fallback": result.bbox_fallback, "row": None if result.problem else row}
+            "fallback": result.fallback, "range_ignored": not spec.trim and not whole,
+            "row": None if result.problem else row}
 
 
 def _make_clips(jobs: list[Job]) -> list[dict]:
@@ -203,7 +218,7 @@ def _run(jobs: Iterator[Job], workers: int, chunk: int = 4) -> Iterator[dict]:
     are made only just ahead of the work, and a slow video holds back few records. Tasks of a few clips, not one,
     halve the pool's per-task cost (pickling, queues, wake-ups), which on 2 cores was 5-10% of the run.
     """
-    with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
         tasks = iter(lambda: list(islice(jobs, chunk)), [])
         pending = deque(pool.submit(_make_clips, task) for task in islice(tasks, 2 * workers))
         try:
@@ -215,6 +230,13 @@ def _run(jobs: Iterator[Job], workers: int, chunk: int = 4) -> Iterator[dict]:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _one_thread() -> None:
+    """A worker's OpenCV and torch (the person detector) run on one thread: the processes already fill the cores,
+    and the thread pools a forked worker would inherit from its parent do not survive the fork."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _manifest(index: Index, plan: dict[str, list[Instance]], records: dict[tuple[str, int], list[dict]],
