@@ -3,9 +3,9 @@
 WLASL's boxes are in the source videos' pixels, so they do not fit a resized copy (the release's 256x256 clips).
 Like the original project, which ran YOLO, we detect people instead and take the union of their boxes over a few
 frames: the signer's whole reach, arms included. The detector is torchvision's SSDlite320 MobileNetV3-Large (COCO):
-of torchvision's COCO detectors it is the cheapest on a CPU, about 4x cheaper a frame than Faster R-CNN
+of torchvision's COCO detectors it is the cheapest on a CPU, 2.4-2.6x cheaper a frame than Faster R-CNN
 MobileNetV3-Large-320-FPN (`benchmarks/preprocess_throughput.py --detectors`, figures in BENCHMARKS.md), and a signer
-facing the camera is the easy case of COCO's easiest class. Its weights come through slr.hub (the torch hub cache,
+facing the camera is the easy case of COCO's most frequent class. Its weights come through slr.hub (the torch hub cache,
 one-line error offline); each preprocess worker process holds one detector, run on one thread.
 """
 
