@@ -35,7 +35,7 @@ def _frames(seed: int, width: int, height: int, noise: float, lengths: tuple[int
     signer = Signer(background=(40, 50, 60), body=(90, 110, 140), skin=(220, 180, 160),
                     offset=(float(rng.uniform(-0.08, 0.08)), 0.0), scale=float(rng.uniform(0.85, 1.15)),
                     speed=float(rng.uniform(0.8, 1.25)), noise=noise)
-    clips = [render_clip(pair, PAIRS[pair][2], reverse, signer, width, rng)[0] for reverse in [k % 2 == 1 for k in range(signs)]]
+    clips = [render_clip(pair, PAIRS[pair][2], k % 2 == 1, signer, width, rng)[0] for k in range(signs)]
     top = (width - height) // 2
     return np.concatenate(clips)[: int(rng.integers(*lengths)), top : top + height]
 

@@ -45,7 +45,8 @@ from slr.data.preprocess import preprocess
 
 # The COCO detectors small enough for a CPU, and their own score-threshold argument (set to person.MIN_SCORE: the
 # untrained weights' scores must not flood the box post-processing, which trained weights would not do).
-DETECTORS = {"ssdlite320_mobilenet_v3_large": "score_thresh", "fasterrcnn_mobilenet_v3_large_320_fpn": "box_score_thresh"}
+DETECTORS = {"ssdlite320_mobilenet_v3_large": "score_thresh",
+             "fasterrcnn_mobilenet_v3_large_320_fpn": "box_score_thresh"}
 
 
 def count_frames(path: Path) -> int:
@@ -111,8 +112,8 @@ def against_decoding(index: Index, video_dir: Path, args: argparse.Namespace, wo
         times["write-only"].append(timed(lambda: write_only(SCRATCH / "write-only.bin", len(paths), clip_bytes,
                                                             workers)))
     decode = statistics.median(times["decode-only"])
-    print(f"{len(paths)} clips, {frames} frames of {args.shape} {args.codec} ({decode * workers / frames * 1000:.2f} ms "
-          f"a frame per process), {workers} processes, preprocess to {args.num_frames}x{frame_size}x{frame_size} "
+    print(f"{len(paths)} clips, {frames} frames of {args.shape} {args.codec} "
+          f"({decode * workers / frames * 1000:.2f} ms a frame per process), {workers} processes, preprocess to {args.num_frames}x{frame_size}x{frame_size} "
           f"({clip_bytes:,} bytes a clip)")
     for name, ts in times.items():
         print(summary(name, ts, len(paths)))

@@ -191,7 +191,8 @@ def test_preprocess_reports_bad_videos(raw: tuple[Path, dict[str, str]], tmp_pat
     train_ids = [i.video_id for i in ids if i.split == "train"]
     assert quality["train"] == {
         "listed": 9, "present": 8, "readable": 5, "short": [roles["short"]], "bbox_fallback": [roles["outside"]],
-        "person_fallback": [], "range_ignored": [], "skipped": {"missing": [roles["missing"]], "unreadable": [roles["corrupt"]],
+        "person_fallback": [], "range_ignored": [],
+        "skipped": {"missing": [roles["missing"]], "unreadable": [roles["corrupt"]],
                     "zero_frame": [roles["zero_frame"]], "truncated": [roles["truncated"]]},
     }
     assert quality["test"]["readable"] == 3 and quality["precut"] is False and quality["resized"] is False

@@ -1,8 +1,8 @@
 """The download stage's one job: materialise the raw dataset for `data.source` (synthetic, release or local).
 
 Whatever the source, `data/raw` ends up in one shape, which preprocess reads: `WLASL_v0.3.json` (the index),
-`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut", "resized"}`); release and local copies also keep the split
-files they came with under `splits/`. Each source returns the download report (a DVC metric): what was used,
+`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut", "resized"}`); release and local copies also keep
+the split files they came with under `splits/`. Each source returns the download report (a DVC metric): what was used,
 fingerprinted by sha256 or by data.dvc's md5, and what it holds, with no timestamps, so a rerun writes it unchanged.
 """
 
@@ -97,7 +97,8 @@ def from_local(path: Path, out_dir: Path, data_dvc: Sequence[str] | None = None)
         else:
             report = _assemble(path, str(path), tmp)
         tracked = data_dvc is not None and Path(data_dvc[0]).resolve() == path.resolve()
-        return {**_finish(tmp, "local", resized=bool(zips)), "path": str(path), "data_dvc_md5": data_dvc[1] if tracked else None, **report}
+        return {**_finish(tmp, "local", resized=bool(zips)), "path": str(path),
+                "data_dvc_md5": data_dvc[1] if tracked else None, **report}
 
 
 def _from_archives(zips: list[Path], out: Path) -> dict:
