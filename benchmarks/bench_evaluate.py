@@ -23,7 +23,8 @@ import torch
 
 from slr.data.dataset import ClipDataset, load_manifest
 from slr.data.metadata import Index
-from slr.data.preprocess import ClipSpec, preprocess
+from slr.data.clip import ClipSpec
+from slr.data.preprocess import preprocess
 from slr.evaluate import evaluate, feed_for, study_orderings
 from slr.models import build_model, normalization
 from slr.params import EvaluateParams

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from common import SCRATCH, machine, video_set
+from slr.data.clip import ClipSpec
 from slr.data.dataset import ClipDataset
-from slr.data.preprocess import ClipSpec, preprocess
+from slr.data.preprocess import preprocess
 from slr.data.transforms import to_model_input
 from slr.models import build_model, normalization
 from slr.distributed import Process

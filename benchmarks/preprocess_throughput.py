@@ -1,4 +1,4 @@
-"""Preprocessing throughput against the decode-only limit, side by side in one run.
+"""Preprocessing throughput against the decode-only limit, side by side in one run; and what crop "person" costs.
 
 Decode-only: OpenCV reads every frame of every clip, with the same number of processes, and does nothing else.
 Preprocess: slr.data.preprocess.preprocess on the same clips (decode, sample, crop, resize, write shards, manifest).
@@ -6,7 +6,18 @@ Write-only, for reference: the processes write as many bytes as preprocessing st
 a fresh file, and do nothing else: on a slow disk, storing the clips alone can cost more than 1.25x decoding them.
 Runs alternate, each `--repeats` times; the figure is the ratio of the medians (target: at most 1.25).
 
+Input (benchmarks/common.py): `--codec mp4v` 256x256 clips (OpenCV's own encoder), or `--codec h264` clips of any
+`--shape`, as real WLASL copies are (needs `pip install -r benchmarks/requirements.txt`).
+
+`--person-clips N`: crop "person" against crop "center" on N of the clips, alternating; the difference is the
+detector's cost, given per clip in time of one core (wall time x processes / clips). Real COCO weights are used
+where the torch hub cache has them; otherwise (offline) untrained weights with the same architecture are written to
+benchmarks/scratch/torch: the same work a frame, but nobody is found, so every clip falls back to the centre.
+`--detectors`: one core's time a frame of the two small torchvision COCO detectors, untrained, at `--shape`.
+
     PYTHONPATH=src python benchmarks/preprocess_throughput.py --clips 500 --frame-size 224
+    PYTHONPATH=src python benchmarks/preprocess_throughput.py --codec h264 --shape 320x240 --frame-size 112 224 256 \
+        --person-clips 100 --detectors
 """
 
 from __future__ import annotations
@@ -16,14 +27,26 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torchvision.models import get_model
 
-from common import SCRATCH, machine, video_set
-from slr.data.preprocess import ClipSpec, preprocess
+from common import CODECS, SCRATCH, machine, video_set
+from slr import hub
+from slr.data import person
+from slr.data.clip import ClipSpec
+from slr.data.metadata import Index
+from slr.data.preprocess import preprocess
+
+# The COCO detectors small enough for a CPU, and their own score-threshold argument (set to person.MIN_SCORE: the
+# untrained weights' scores must not flood the box post-processing, which trained weights would not do).
+DETECTORS = {"ssdlite320_mobilenet_v3_large": "score_thresh",
+             "fasterrcnn_mobilenet_v3_large_320_fpn": "box_score_thresh"}
 
 
 def count_frames(path: Path) -> int:
@@ -59,41 +82,114 @@ def write_only(path: Path, clips: int, clip_bytes: int, workers: int) -> None:
     path.unlink()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=500)
-    parser.add_argument("--frame-size", type=int, default=224)
-    parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    index, video_dir = video_set(args.clips)
+def timed(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def summary(name: str, ts: list[float], clips: int) -> str:
+    median = statistics.median(ts)
+    return (f"{name:12s} median {median:6.2f} s ({clips / median:6.1f} clips/s); "
+            f"runs {', '.join(f'{t:.2f}' for t in ts)}")
+
+
+def against_decoding(index: Index, video_dir: Path, args: argparse.Namespace, workers: int, frame_size: int) -> None:
+    """Decode-only, preprocess (centre crop) and write-only, alternating, at one stored frame size."""
     paths = [video_dir / f"{i.video_id}.mp4" for i in index.instances]
-    workers = os.cpu_count() or 1
-    spec = ClipSpec(args.num_frames, args.frame_size, crop="center", bbox_margin=0.0, trim=False)
+    spec = ClipSpec(args.num_frames, frame_size, crop="center", bbox_margin=0.0, trim=False)
     out = SCRATCH / "clips"
-    print(f"machine: {machine()}")
+    clip_bytes = args.num_frames * frame_size * frame_size * 3
     times: dict[str, list[float]] = {"decode-only": [], "preprocess": [], "write-only": []}
-    clip_bytes = args.num_frames * args.frame_size * args.frame_size * 3
     frames = 0
     for _ in range(args.repeats):
         start = time.perf_counter()
         frames = decode_only(paths, workers)
         times["decode-only"].append(time.perf_counter() - start)
         shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
-        preprocess(index, video_dir, out, spec, sets=("train",))
-        times["preprocess"].append(time.perf_counter() - start)
+        times["preprocess"].append(timed(lambda: preprocess(index, video_dir, out, spec, sets=("train",))))
         shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
-        write_only(SCRATCH / "write-only.bin", len(paths), clip_bytes, workers)
-        times["write-only"].append(time.perf_counter() - start)
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"{len(paths)} clips, {frames} frames of 256x256, {workers} processes, "
-          f"preprocess to {args.num_frames}x{args.frame_size}x{args.frame_size} ({clip_bytes:,} bytes a clip)")
+        times["write-only"].append(timed(lambda: write_only(SCRATCH / "write-only.bin", len(paths), clip_bytes,
+                                                            workers)))
+    decode = statistics.median(times["decode-only"])
+    print(f"{len(paths)} clips, {frames} frames of {args.shape} {args.codec} "
+          f"({decode * workers / frames * 1000:.2f} ms a frame per process), {workers} processes, preprocess to {args.num_frames}x{frame_size}x{frame_size} "
+          f"({clip_bytes:,} bytes a clip)")
     for name, ts in times.items():
-        print(f"{name:12s} median {medians[name]:6.2f} s ({len(paths) / medians[name]:6.1f} clips/s); "
-              f"runs {', '.join(f'{t:.2f}' for t in ts)}")
-    print(f"preprocess / decode-only: {medians['preprocess'] / medians['decode-only']:.3f} (target <= 1.25)")
+        print(summary(name, ts, len(paths)))
+    print(f"preprocess / decode-only: {statistics.median(times['preprocess']) / decode:.3f} (target <= 1.25)")
+
+
+def person_weights() -> str:
+    """Make crop "person" runnable offline: untrained weights in a scratch TORCH_HOME where the cache has none."""
+    if hub.cache_path(person.WEIGHTS.url).is_file():
+        return f"COCO weights from {hub.cache_path(person.WEIGHTS.url)}"
+    os.environ["TORCH_HOME"] = str(SCRATCH / "torch")
+    path = hub.cache_path(person.WEIGHTS.url)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(person.architecture().state_dict(), path)
+    return f"UNTRAINED weights at {path} (no COCO weights offline): same cost, every clip falls back to the centre"
+
+
+def person_cost(index: Index, video_dir: Path, args: argparse.Namespace, workers: int) -> None:
+    """Crop "person" against crop "center" on the same clips, alternating."""
+    print(f"person crop: {person_weights()}")
+    index = Index(index.glosses, index.instances[: args.person_clips])
+    out = SCRATCH / "clips"
+    times: dict[str, list[float]] = {"center": [], "person": []}
+    for _ in range(args.repeats):
+        for crop in times:
+            spec = ClipSpec(args.num_frames, args.frame_size[0], crop=crop, bbox_margin=0.2, trim=False)
+            shutil.rmtree(out, ignore_errors=True)
+            times[crop].append(timed(lambda: preprocess(index, video_dir, out, spec, sets=("train",))))
+    shutil.rmtree(out, ignore_errors=True)
+    clips = len(index.instances)
+    print(f"{clips} clips of {args.shape} {args.codec}, {workers} processes, {args.num_frames}x{args.frame_size[0]}"
+          f"x{args.frame_size[0]}, detector on {person.FRAMES} frames a clip")
+    per_clip = {crop: statistics.median(ts) * workers / clips * 1000 for crop, ts in times.items()}
+    for crop, ts in times.items():
+        print(f"{summary(crop, ts, clips)}; {per_clip[crop]:.0f} ms of one core a clip")
+    print(f"person - center: {per_clip['person'] - per_clip['center']:.0f} ms of one core a clip")
+
+
+def detector_cost(args: argparse.Namespace, repeats: int = 5) -> None:
+    """One core's time a frame of each candidate detector (untrained: the cost does not depend on the weights)."""
+    width, height = args.width, args.height
+    torch.set_num_threads(1)
+    frames = [torch.rand(3, height, width, generator=torch.Generator().manual_seed(k)) for k in range(person.FRAMES)]
+    for name, threshold in DETECTORS.items():
+        model = get_model(name, weights=None, weights_backbone=None, num_classes=91,
+                          **{threshold: person.MIN_SCORE}).eval()
+        with torch.inference_mode():
+            model(frames)  # warm-up
+            runs = [timed(lambda: model(frames)) / len(frames) * 1000 for _ in range(repeats)]
+        print(f"{name}: median {statistics.median(runs):.1f} ms a {args.shape} frame on one core; "
+              f"runs {', '.join(f'{t:.1f}' for t in runs)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=500)
+    parser.add_argument("--codec", choices=CODECS, default="mp4v")
+    parser.add_argument("--shape", default="256x256", help="WIDTHxHEIGHT of the generated clips (mp4v: 256x256)")
+    parser.add_argument("--frame-size", type=int, nargs="+", default=[224], help="stored sizes, one run each")
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--person-clips", type=int, default=0, help="also time crop person on this many clips")
+    parser.add_argument("--detectors", action="store_true", help="also time the candidate detectors a frame")
+    args = parser.parse_args()
+    args.width, args.height = (int(v) for v in args.shape.split("x"))
+    index, video_dir = video_set(args.clips, args.codec, (args.width, args.height))
+    workers = os.cpu_count() or 1
+    print(f"machine: {machine()}")
+    for frame_size in args.frame_size:
+        against_decoding(index, video_dir, args, workers, frame_size)
+    if args.person_clips:
+        person_cost(index, video_dir, args, workers)
+    if args.detectors:
+        detector_cost(args)
     print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

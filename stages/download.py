@@ -8,9 +8,6 @@ network; `release` downloads the original project's archives (resumable, sha256-
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.data.sources import materialise
-from slr.files import write_json
-from slr.params import load_params
 
 
 def main() -> None:
@@ -20,6 +17,11 @@ def main() -> None:
     parser.add_argument("--downloads", type=Path, default=Path("data/downloads"), help="archives kept between runs")
     parser.add_argument("--data-dvc", type=Path, help="the .dvc file that versions a local copy (dvc.yaml: data.dvc)")
     args = parser.parse_args()
+    # OpenCV and the sources are imported once the arguments are known: `--help` answers at once
+    from slr.data.sources import materialise
+    from slr.files import write_json
+    from slr.params import load_params
+
     data = load_params(args.params).data
     report = materialise(data.source, data.synthetic, data.release, data.local, args.out_dir, args.downloads,
                          args.data_dvc)

@@ -8,10 +8,6 @@ videos skipped) to METRICS, a DVC metric. A killed run resumes.
 from pathlib import Path
 
 from slr.cli import run_main, stage_parser
-from slr.data.preprocess import prepare_clips
-from slr.data.quality import counts, headline
-from slr.files import write_json
-from slr.params import load_params
 
 
 def main() -> None:
@@ -21,6 +17,12 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="data headline numbers, a DVC metric (dvc.yaml: metrics/data.json)")
     parser.add_argument("report", type=Path, help="data report counts, JSON (dvc.yaml: reports/data.json)")
     args = parser.parse_args()
+    # OpenCV and torch (the person detector) are imported once the arguments are known: `--help` answers at once
+    from slr.data.preprocess import prepare_clips
+    from slr.data.quality import counts, headline
+    from slr.files import write_json
+    from slr.params import load_params
+
     params = load_params(args.params)
     p = params.preprocess
     quality = prepare_clips(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,21 @@ def wlasl_dir() -> Path:
     if not (WLASL_DIR / "WLASL_v0.3.json").is_file():
         pytest.skip(f"real WLASL metadata not found in {WLASL_DIR} (set WLASL_METADATA to its folder)")
     return WLASL_DIR
+
+
+@pytest.fixture(params=["refuses", "never answers"])
+def offline_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """http://127.0.0.1:PORT of a server that is offline both ways a download meets: the connection is refused, or
+    accepted into the backlog and then never answered (where only a timeout ends the wait)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if request.param == "refuses":
+        listener.close()
+    else:
+        listener.listen()
+    yield f"http://127.0.0.1:{port}"
+    listener.close()
 
 
 # The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute.

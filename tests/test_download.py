@@ -152,7 +152,8 @@ def test_full_download_unpacks_the_raw_contract(server: LoopbackServer, tmp_path
     assert sorted(p.stem for p in (raw / "videos").iterdir()) == ids
     assert all((raw / "videos" / f"{i}.mp4").read_bytes() == video_bytes(i) for i in ids)
     source = json.loads((raw / "source.json").read_text())
-    assert (source["source"], source["precut"], source["copy"]["files"]) == ("release", True, 2)  # the two archives
+    assert (source["source"], source["precut"], source["resized"], source["copy"]["files"]) == (
+        "release", True, True, 2)  # the copy: the two archives
     assert not (raw / ".unpacked").exists()
     assert report["archives"]["videos"] == {
         "url": server.url("WLASL2000.zip"), "file": "WLASL2000.zip", "bytes": len(server.files["WLASL2000.zip"]),

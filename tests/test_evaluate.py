@@ -15,8 +15,9 @@ import torch
 
 from slr.batches import eval_loader
 from slr.data.dataset import ClipDataset
+from slr.data.clip import ClipSpec
 from slr.data.metadata import load_index
-from slr.data.preprocess import ClipSpec, preprocess
+from slr.data.preprocess import preprocess
 from slr.data.synthetic import generate
 from slr.data.transforms import three_crops
 from slr.distributed import Process

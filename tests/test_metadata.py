@@ -10,6 +10,7 @@ from slr.data.metadata import (
     load_index,
     load_nslt,
     read_precut,
+    read_resized,
 )
 from slr.errors import UserError
 
@@ -120,6 +121,15 @@ def test_precut_flag(tmp_path: Path) -> None:
     (tmp_path / "source.json").write_text('{"source": "local", "precut": "yes"}')
     with pytest.raises(UserError, match="precut must be true or false"):
         read_precut(tmp_path)
+
+
+def test_resized_flag(tmp_path: Path) -> None:
+    assert read_resized(tmp_path) is False  # no source.json: the synthetic source, boxes at the videos' size
+    (tmp_path / "source.json").write_text('{"source": "release", "precut": true, "resized": true}')
+    assert read_resized(tmp_path) is True
+    (tmp_path / "source.json").write_text('{"source": "local", "precut": true, "resized": 1}')
+    with pytest.raises(UserError, match="resized must be true or false, got 1; re-run the download stage"):
+        read_resized(tmp_path)
 
 
 def test_unknown_split(wlasl_dir: Path) -> None:

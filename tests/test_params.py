@@ -55,7 +55,7 @@ def test_yaml12_float_spelling_is_a_float(tmp_path: Path) -> None:
         (lambda raw: raw.update(seed=-1), "seed must be zero or positive, got -1"),
         (lambda raw: raw["data"]["synthetic"].update(seed=-3), "data.synthetic.seed must be zero or positive"),
         (lambda raw: raw["preprocess"].update(num_frames=1), "preprocess.num_frames must be at least 2"),
-        (lambda raw: raw["preprocess"].update(crop="box"), "preprocess.crop must be one of bbox, center, none"),
+        (lambda raw: raw["preprocess"].update(crop="box"), "preprocess.crop must be one of bbox, person, center, none"),
         (lambda raw: raw["preprocess"].update(max_missing=1.5), "preprocess.max_missing must be in [0, 1], got 1.5"),
     ],
 )

@@ -16,9 +16,11 @@ import pytest
 
 from conftest import WLASL_DIR
 from slr.data import preprocess as preprocess_module
+from slr.data import video
+from slr.data.clip import ClipSpec, crop_window, frame_range, process_clip, sample_indices
 from slr.data.dataset import ClipDataset, load_set
 from slr.data.metadata import load_index
-from slr.data.preprocess import ClipSpec, crop_window, frame_range, prepare_clips, preprocess, sample_indices
+from slr.data.preprocess import prepare_clips, preprocess
 from slr.data.quality import counts
 from slr.data.video import decode, write_frames
 from slr.errors import UserError
@@ -63,6 +65,13 @@ def test_decode_range_is_clamped_to_the_video(tmp_path: Path) -> None:
     assert decode(path, *frame_range(1, 2))[1] == 2  # decoding stops at the range's end
 
 
+def test_writing_without_the_encoder_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video, "FOURCC", "XXXX")  # no OpenCV build has it: the writer does not open
+    with pytest.raises(UserError, match=r"OpenCV .* cannot write .*v\.mp4 with the XXXX encoder; install the"):
+        write_frames(tmp_path / "v.mp4", _frames(LENGTH), fps=25)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
 def test_crop_windows() -> None:
     assert crop_window(32, 48, BOX, "center", 0.2) == ((0, 8, 32, 32), False)
     assert crop_window(32, 48, BOX, "bbox", 0.2) == ((0, 16, 32, 32), False)  # box + margin, shifted into the frame
@@ -75,7 +84,7 @@ def test_crop_none_pads_the_whole_frame(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     write_frames(path, _frames(LENGTH), fps=25)
     instance = load_index(_write_index(tmp_path, [("1", "train", 0, "u")])).instances[0]
-    clip = np.stack(preprocess_module.process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).images)
+    clip = np.stack(process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).images)
     assert clip.shape == (4, 24, 24, 3)
     assert clip[:, :3].max() < 8 and clip[:, -3:].max() < 8  # 48x32 -> 24x16, black bars above and below
     assert clip[-1, 12, -4].min() > 150  # the frame itself, whole: the bright band on the right
@@ -182,10 +191,11 @@ def test_preprocess_reports_bad_videos(raw: tuple[Path, dict[str, str]], tmp_pat
     train_ids = [i.video_id for i in ids if i.split == "train"]
     assert quality["train"] == {
         "listed": 9, "present": 8, "readable": 5, "short": [roles["short"]], "bbox_fallback": [roles["outside"]],
+        "person_fallback": [], "range_ignored": [],
         "skipped": {"missing": [roles["missing"]], "unreadable": [roles["corrupt"]],
                     "zero_frame": [roles["zero_frame"]], "truncated": [roles["truncated"]]},
     }
-    assert quality["test"]["readable"] == 3 and quality["precut"] is False
+    assert quality["test"]["readable"] == 3 and quality["precut"] is False and quality["resized"] is False
     dup = [roles["dup_of"], roles["dup"]]
     assert quality["duplicates"] == {"groups": [dup], "cross_gloss": [dup], "cross_split": [dup], "dropped": []}
     assert counts(quality)["train"]["skipped"] == {"missing": 1, "unreadable": 1, "zero_frame": 1, "truncated": 1}
@@ -215,6 +225,9 @@ def test_precut_videos_are_not_trimmed(raw: tuple[Path, dict[str, str]], tmp_pat
     quality = _run(precut, tmp_path / "clips", crop="center", drop_cross_split_duplicates=True)
     assert quality["precut"] is True and quality["duplicates"]["dropped"] == [raw[1]["dup"]]
     assert quality["test"]["listed"] == 2 and quality["train"]["bbox_fallback"] == []
+    short = raw[1]["short"]  # its range is the whole video (1, -1): nothing ignored; the others' 3-10 are ignored
+    stored = json.loads((tmp_path / "clips" / "manifest.json").read_text())["sets"]["train"]["video_ids"]
+    assert len(stored) == 5 and quality["train"]["range_ignored"] == [v for v in stored if v != short]
     clips, _, _ = load_set(tmp_path / "clips", "train")
     assert _levels(clips[2]) == [30, 90, 150, 210]  # the whole 12 frames
 
@@ -269,7 +282,7 @@ def test_restart_after_an_error_redoes_only_the_rest(raw: tuple[Path, dict[str, 
 KILLED_RUN = """
 import sys, time
 from pathlib import Path
-from slr.data import preprocess as module
+from slr.data import clip, preprocess as module
 from slr.data.metadata import load_index
 process_clip = module.process_clip
 
@@ -279,7 +292,7 @@ def slow(*args):
 
 module.process_clip = slow
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
-spec = module.ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2, trim=True)
+spec = clip.ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2, trim=True)
 module.preprocess(load_index(raw / "WLASL_v0.3.json"), raw / "videos", out, spec, shard_size=2, workers=1)
 """
 

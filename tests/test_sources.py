@@ -46,7 +46,8 @@ def test_local_folder_is_linked_into_the_raw_contract(tmp_path: Path) -> None:
     report = from_local(copy, tmp_path / "raw", _data_dvc(tmp_path, fingerprint.md5))
     raw = tmp_path / "raw"
     assert _read(raw, "WLASL_v0.3.json") == index_entries()
-    assert _read(raw, "source.json") == {"source": "local", "precut": True, "copy": fingerprint.as_dict()}
+    assert _read(raw, "source.json") == {"source": "local", "precut": True, "resized": False,  # start_kit's clips
+                                         "copy": fingerprint.as_dict()}
     assert sorted(p.stem for p in (raw / "videos").iterdir()) == video_ids()[:-2]
     video = video_ids()[0] + ".mp4"
     assert (raw / "videos" / video).stat().st_ino == (copy / "videos" / video).stat().st_ino  # hardlinked
@@ -93,6 +94,8 @@ def test_local_archives_are_unpacked(tmp_path: Path) -> None:
     assert report["archives"]["splits.zip"]["bytes"] == splits.stat().st_size
     assert (report["index"], report["split_files"], report["videos"]) == ("asl3.json", ["asl2.json", "asl3.json"], 5)
     assert sorted(p.name for p in raw.iterdir()) == ["WLASL_v0.3.json", "source.json", "splits", "videos"]
+    assert _read(raw, "source.json") == {"source": "local", "precut": True, "resized": True,  # the 256x256 release
+                                         "copy": folder_md5(tmp_path / "wlasl").as_dict()}
 
 
 def test_synthetic_is_not_precut(tmp_path: Path) -> None:
@@ -101,7 +104,8 @@ def test_synthetic_is_not_precut(tmp_path: Path) -> None:
     release = ReleaseParams(("https://example.invalid/s.zip",), "", ("https://example.invalid/v.zip",), "")
     report = materialise("synthetic", synthetic, release, LocalParams("nowhere"), tmp_path / "raw", tmp_path / "dl")
     source = _read(tmp_path / "raw", "source.json")
-    assert (source["source"], source["precut"], source["copy"]["files"]) == ("synthetic", False, 7)  # index + videos
+    assert (source["source"], source["precut"], source["resized"], source["copy"]["files"]) == (
+        "synthetic", False, False, 7)  # index + videos
     assert report == {"source": "synthetic", "copy": source["copy"], "glosses": 2, "instances": 6, "videos": 6,
                       "instances_without_video": 0}
     assert not (tmp_path / "dl").exists()

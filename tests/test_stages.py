@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO
 
-STAGES = ["download", "preprocess", "train", "evaluate"]
+STAGES = ["check", "download", "preprocess", "train", "evaluate"]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -42,13 +42,20 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, message: str) ->
 
 def test_unknown_model_lists_the_valid_ones(tmp_path: Path) -> None:
     cwd = _params(tmp_path, lambda raw: raw.update(model="R3D18"))
-    result = _run([str(REPO / "stages/train.py"), "clips", "models", "live"], cwd)
+    result = _run([str(REPO / "stages/check.py"), "params.ok"], cwd)  # the first stage to run
     _assert_one_line_error(result, "unknown model 'R3D18'; valid: S3D, R3D_18, MC3_18, R(2+1)D_18, Swin3D_T")
+    assert not (cwd / "params.ok").exists()
+
+
+def test_crop_larger_than_the_frames_is_met_by_the_check(tmp_path: Path) -> None:
+    cwd = _params(tmp_path, lambda raw: raw["train"].update(crop_size=64))
+    result = _run([str(REPO / "stages/check.py"), "params.ok"], cwd)
+    _assert_one_line_error(result, "train.crop_size 64 is larger than preprocess.frame_size 28")
 
 
 def test_unknown_split(tmp_path: Path) -> None:
     cwd = _params(tmp_path, lambda raw: raw["data"].update(split="asl42"))
-    result = _run([str(REPO / "stages/preprocess.py"), "raw", "clips", "data.json"], cwd)
+    result = _run([str(REPO / "stages/preprocess.py"), "raw", "clips", "data.json", "report.json"], cwd)
     _assert_one_line_error(result, "unknown data.split 'asl42'; valid: asl100, asl300, asl1000, asl2000")
 
 
@@ -66,5 +73,5 @@ def test_missing_preprocessed_data(tmp_path: Path) -> None:
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
     cwd = _params(tmp_path, lambda raw: None)
-    result = _run([str(REPO / "stages/evaluate.py"), "best.pth", "clips", "eval.json", "order.json", "plots"], cwd)
+    result = _run([str(REPO / "stages/evaluate.py"), "best.pth", "clips", "eval.json", "report.json", "plots"], cwd)
     _assert_one_line_error(result, "checkpoint best.pth not found")

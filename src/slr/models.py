@@ -6,12 +6,7 @@ torchvision weights entry, so they cannot drift from what the backbone was train
 
 from __future__ import annotations
 
-import socket
-import urllib.error
-from contextlib import contextmanager
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -19,6 +14,7 @@ from torchvision.models import get_model, get_model_weights
 from torchvision.models._api import WeightsEnum
 
 from slr.errors import UserError
+from slr.hub import cache_path, load_state
 
 # Our name -> (torchvision builder, attribute holding the classification head).
 MODELS: dict[str, tuple[str, str]] = {
@@ -82,29 +78,16 @@ def build_model(name: str, num_classes: int, dropout: float, pretrained: str = "
     return model
 
 
-# A download that cannot reach its server must fail in seconds, not hang: urllib has no timeout of its own.
-DOWNLOAD_TIMEOUT_S = 10.0
-
-
 def weights_file(name: str) -> tuple[str, Path]:
     """(url, cache path) of `name`'s Kinetics weights: torch.hub keeps them in $TORCH_HOME/hub/checkpoints."""
     url = kinetics_weights(name).url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    return url, cache_path(url)
 
 
 def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
     if pretrained == "kinetics":
-        url, path = weights_file(name)
-        try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                # Reads the cached file if present; downloads it (hash-checked, written atomically) otherwise.
-                return torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise UserError(
-                f"cannot download the {name} Kinetics weights ({getattr(exc, 'reason', exc)}); offline, fetch {url} "
-                f"by hand and put it at {path} (the torch hub cache under TORCH_HOME), or set train.pretrained to "
-                "a local weights file"
-            ) from None
+        url, _ = weights_file(name)
+        return load_state(url, f"the {name} Kinetics weights", "or set train.pretrained to a local weights file")
     path = Path(pretrained)
     if not path.is_file():
         raise UserError(
@@ -123,16 +106,6 @@ def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
         raise UserError(f"train.pretrained: {path} holds a {type(state).__name__}, not a state dict of the model's "
                         "weights (name -> tensor); save one with torch.save(model.state_dict(), path)")
     return state
-
-
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _load_backbone(model: nn.Module, head_attr: str, state: dict[str, torch.Tensor], source: str) -> None:

@@ -20,7 +20,7 @@ from slr.errors import UserError
 
 SPLITS: dict[str, int] = {"asl100": 100, "asl300": 300, "asl1000": 1000, "asl2000": 2000}
 SOURCES: tuple[str, ...] = ("synthetic", "release", "local")
-CROPS: tuple[str, ...] = ("bbox", "center", "none")
+CROPS: tuple[str, ...] = ("bbox", "person", "center", "none")
 
 # YAML 1.2 (what DVC's `-S` writes and reads) parses 1e-3 as a float; PyYAML (YAML 1.1) returns a string.
 _YAML12_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -99,8 +99,9 @@ class DataParams:
 class PreprocessParams:
     num_frames: int
     frame_size: int  # stored clips are frame_size x frame_size
-    crop: str  # one of CROPS: the signer's box (plus bbox_margin), the centre square, or the whole frame padded
-    bbox_margin: float  # fraction of the box's size added on each side
+    crop: str  # one of CROPS: the signer's box from the index or found by a person detector (plus bbox_margin),
+    # the centre square, or the whole frame padded
+    bbox_margin: float  # fraction of the box's size added on each side (crop bbox or person)
     drop_cross_split_duplicates: bool  # leave out val/test copies of clips that also stand in an earlier set
     max_missing: float  # the stage fails if more than this fraction of a set is missing or unreadable
 

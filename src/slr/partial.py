@@ -78,7 +78,8 @@ def reprocess_set(
     length and size (the same videos, crop and trimming)."""
     from slr.data.dataset import load_manifest
     from slr.data.metadata import load_index
-    from slr.data.preprocess import ClipSpec, preprocess
+    from slr.data.clip import ClipSpec
+    from slr.data.preprocess import preprocess
 
     manifest = load_manifest(clips_dir)
     listed = {*manifest["sets"][set_name]["video_ids"], *manifest["sets"][set_name]["skipped"]}

@@ -77,16 +77,49 @@ def read_precut(raw_dir: str | Path) -> bool:
     Pre-cut copies (the release archive, most local copies) must not be trimmed again: their frame ranges refer to
     the long source videos. No source.json means the synthetic source, whose videos still hold the idle frames.
     """
+    return _source_flag(raw_dir, "precut")
+
+
+def read_resized(raw_dir: str | Path) -> bool:
+    """Whether the raw videos were resized from their source videos (`resized` in the download stage's source.json).
+
+    The release archives' clips are 256x256 whatever the source's size, so WLASL's boxes (in source pixels) do not
+    fit them, even where a box happens to lie inside the frame. No source.json means the synthetic source (False).
+    """
+    return _source_flag(raw_dir, "resized")
+
+
+def read_copy(raw_dir: str | Path) -> dict | None:
+    """The fingerprint of the WLASL copy the raw videos came from (`copy` in source.json: md5, files, bytes), which
+    every result names; None where the raw data predates it."""
+    value = _source(raw_dir).get("copy")
+    if value is not None and not (isinstance(value, dict) and isinstance(value.get("md5"), str)):
+        raise UserError(f"{Path(raw_dir) / 'source.json'}: copy must be the copy's fingerprint, got {value!r}; "
+                        "re-run the download stage (dvc repro -f download)")
+    return value
+
+
+def _source_flag(raw_dir: str | Path, key: str) -> bool:
+    """A true/false fact of source.json; False where the file or the key is absent; UserError if malformed."""
+    value = _source(raw_dir).get(key, False)
+    if not isinstance(value, bool):
+        raise UserError(f"{Path(raw_dir) / 'source.json'}: {key} must be true or false, got {value!r}; re-run the "
+                        "download stage")
+    return value
+
+
+def _source(raw_dir: str | Path) -> dict:
+    """The download stage's source.json ({} where there is none: raw data made before it existed)."""
     path = Path(raw_dir) / "source.json"
     if not path.is_file():
-        return False
+        return {}
     try:
-        precut = json.loads(path.read_text()).get("precut", False)
-    except (json.JSONDecodeError, AttributeError):
-        raise UserError(f"{path}: not a JSON object; re-run the download stage (dvc repro -f download)") from None
-    if not isinstance(precut, bool):
-        raise UserError(f"{path}: precut must be true or false, got {precut!r}; re-run the download stage")
-    return precut
+        source = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        source = None
+    if not isinstance(source, dict):
+        raise UserError(f"{path}: not a JSON object; re-run the download stage (dvc repro -f download)")
+    return source
 
 
 def load_nslt(path: str | Path) -> dict[str, tuple[str, int]]:

@@ -1,10 +1,11 @@
 """Videos -> fixed-size uint8 clips in shards (see data/store.py), plus a manifest and the data-quality report.
 
-Each clip is decoded once, trimmed to its sign's frame range (unless the videos are pre-cut), sampled to
-`num_frames`, cropped (bbox, centre or none) and resized to `frame_size` x `frame_size`. The work runs on every core
-and is restartable: finished shards go to a work folder beside the output, named by a hash of everything that
-determines the output, and a rerun with the same inputs resumes from them. DVC deletes a stage's outputs before it
-reruns the stage, so resumable work cannot live inside `out_dir`; the complete work folder is renamed onto it.
+Each clip is made by data/clip.py (decoded once, trimmed to its sign's frame range unless the videos are pre-cut,
+sampled to `num_frames`, cropped and resized to `frame_size` x `frame_size`); this module runs that over a whole
+index on every core, writes the shards, the manifest and the report, and is restartable: finished shards go to a
+work folder beside the output, named by a hash of everything that determines the output, and a rerun with the same
+inputs resumes from them. DVC deletes a stage's outputs before it reruns the stage, so resumable work cannot live
+inside `out_dir`; the complete work folder is renamed onto it.
 """
 
 from __future__ import annotations
@@ -17,134 +18,24 @@ from collections import deque
 from collections.abc import Iterator
 from itertools import islice
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
-import numpy as np
+import torch
 from tqdm import tqdm
 
-from slr.data import quality, store, video
-from slr.data.metadata import SETS, Index, Instance, load_index, read_precut
+from slr import hub
+from slr.data import clip, person, quality, store, video
+from slr.data.clip import ClipResult, ClipSpec, frame_range, process_clip
+from slr.data.metadata import SETS, Index, Instance, load_index, read_copy, read_precut, read_resized
 from slr.data.quality import check_usable, select, set_quality
 from slr.data.store import MANIFEST, create_shard, shard_name, write_clip
-from slr.data.video import VideoError, decode
+from slr.errors import UserError
 from slr.files import read_json, replace_dir, write_json
 
 QUALITY = "quality.json"
 SHARD_CLIPS = 128  # clips per shard: 300 MB at 16x224x224, a few seconds of work to redo after a kill
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """Everything besides the video itself that determines a stored clip's bytes."""
-
-    num_frames: int
-    frame_size: int
-    crop: str  # "bbox" (the instance's box plus a margin), "center" or "none" (whole frame, padded square)
-    bbox_margin: float  # added on each side of the box, as a fraction of its size
-    trim: bool  # cut to the instance's frame range; False for pre-cut videos
-
-
-@dataclass(frozen=True)
-class ClipResult:
-    video_id: str
-    images: list[np.ndarray]  # the clip: num_frames uint8 (H, W, C) RGB images; none if the video gave no clip
-    frames: int  # frames in the trimmed range, before sampling
-    problem: str  # "" or one of quality.REASONS
-    bbox_fallback: bool  # crop "bbox" but the box lies outside the frame: centre crop used
-
-
-def sample_indices(length: int, num_frames: int) -> np.ndarray:
-    """Indices of `num_frames` frames spread uniformly over a clip of `length` frames.
-
-    Takes the middle frame of each of `num_frames` equal segments, so the whole sign is covered however long it
-    is. A clip shorter than `num_frames` repeats frames evenly (never pads with blanks, never truncates).
-    """
-    return np.floor((np.arange(num_frames) + 0.5) * length / num_frames).astype(np.int64)
-
-
-def frame_range(frame_start: int, frame_end: int) -> tuple[int, int | None]:
-    """WLASL's [frame_start, frame_end] (1-based, inclusive, -1 = to the end) as 0-based [first, stop).
-
-    At least one frame; video.decode clamps the range to the frames the video really has.
-    """
-    first = max(frame_start, 1) - 1
-    return first, None if frame_end == -1 else max(frame_end, first + 1)
-
-
-def crop_window(height: int, width: int, bbox: tuple[int, int, int, int], crop: str, margin: float
-                ) -> tuple[tuple[int, int, int, int], bool]:
-    """The (top, left, height, width) window to keep from every frame, and whether a bbox crop fell back to centre.
-
-    "bbox": the smallest square holding the box plus `margin` on each side, centred on the box, shifted to lie in
-    the frame. The box is in source pixels; a pre-cut or resized copy may not match them, so a box that does not
-    lie inside the frame falls back to the centre square. "center": the centred square. "none": the whole frame.
-    """
-    if crop == "none":
-        return (0, 0, height, width), False
-    side = min(height, width)
-    x1, y1, x2, y2 = bbox
-    inside = 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-    if crop == "center" or not inside:
-        return ((height - side) // 2, (width - side) // 2, side, side), crop == "bbox"
-    side = min(side, round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)))
-    top = min(max(round((y1 + y2 - side) / 2), 0), height - side)
-    left = min(max(round((x1 + x2 - side) / 2), 0), width - side)
-    return (top, left, side, side), False
-
-
-def to_square(frame: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """The BGR frame's window as an RGB `size` x `size` image: resized, a non-square window padded black.
-
-    Shrinking averages whole factor x factor blocks first (INTER_AREA's fast path, taken when the sizes divide),
-    then interpolates bilinearly for the rest (less than 2x, where bilinear sees every source pixel): as free of
-    aliasing as INTER_AREA all the way, without its slow path for fractional scales.
-    """
-    top, left, height, width = window
-    image = frame[top : top + height, left : left + width]
-    factor = max(height, width) // size
-    if factor >= 2:
-        height, width = height // factor, width // factor
-        image = cv2.resize(image[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA)
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if (new_h, new_w) != (height, width):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    pad_y, pad_x = size - new_h, size - new_w
-    if pad_y or pad_x:
-        image = cv2.copyMakeBorder(image, pad_y // 2, pad_y - pad_y // 2, pad_x // 2, pad_x - pad_x // 2,
-                                   cv2.BORDER_CONSTANT, value=0)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-@dataclass
-class Shrink:
-    """Crop and resize a BGR frame to the stored RGB square; the window is fixed on the first frame (a video's
-    frames share one size)."""
-
-    bbox: tuple[int, int, int, int]
-    spec: ClipSpec
-    window: tuple[int, int, int, int] | None = None
-    fallback: bool = False
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        if self.window is None:
-            height, width = frame.shape[:2]
-            self.window, self.fallback = crop_window(height, width, self.bbox, self.spec.crop, self.spec.bbox_margin)
-        return to_square(frame, self.window, self.spec.frame_size)
-
-
-def process_clip(path: Path, instance: Instance, spec: ClipSpec) -> ClipResult:
-    """Decode, trim, sample, crop and resize one video; a bad video yields a result with `problem` set."""
-    first, stop = frame_range(instance.frame_start, instance.frame_end) if spec.trim else (0, None)
-    shrink = Shrink(instance.bbox, spec)
-    try:
-        frames, length = decode(path, first, stop, lambda n: sample_indices(n, spec.num_frames), shrink)
-    except VideoError as exc:
-        return ClipResult(instance.video_id, [], 0, exc.reason, False)
-    # Frames, not np.stack(frames): a fresh 2.4 MB array per clip (16x224x224) cost a third of the decoding.
-    return ClipResult(instance.video_id, frames, length, "", shrink.fallback)
 
 
 def prepare_clips(
@@ -161,16 +52,21 @@ def prepare_clips(
 ) -> dict:
     """Preprocess the `split` subset of the download stage's `raw_dir` into `out_dir`; return the quality report.
 
-    Reads WLASL_v0.3.json, source.json (pre-cut videos are not trimmed) and, where present, nslt_N.json (compared
-    with the index in the report).
+    Reads WLASL_v0.3.json, source.json (pre-cut videos are not trimmed; resized ones do not take crop "bbox") and,
+    where present, nslt_N.json (compared with the index in the report).
     """
+    precut, resized = read_precut(raw_dir), read_resized(raw_dir)
+    if crop == "bbox" and resized:
+        raise UserError(
+            f"preprocess.crop: bbox cannot crop {raw_dir / 'videos'}: source.json says its clips were resized (the "
+            "release's 256x256 clips), and WLASL's boxes are in the source videos' pixels; set preprocess.crop to "
+            "person (detect the signer) or center"
+        )
     index = load_index(raw_dir / "WLASL_v0.3.json").subset(split)
-    precut = read_precut(raw_dir)
-    copy = read_json(raw_dir / "source.json").get("copy") if (raw_dir / "source.json").is_file() else None
     index, notes = select(index, drop_cross_split_duplicates, raw_dir / f"nslt_{split[3:]}.json")
     spec = ClipSpec(num_frames, frame_size, crop, bbox_margin, trim=not precut)
-    return preprocess(index, raw_dir / "videos", out_dir, spec, notes={"precut": precut, **notes},
-                      max_missing=max_missing, copy=copy)
+    return preprocess(index, raw_dir / "videos", out_dir, spec, notes={"precut": precut, "resized": resized, **notes},
+                      max_missing=max_missing, copy=read_copy(raw_dir))
 
 
 def preprocess(
@@ -202,11 +98,14 @@ def preprocess(
     if not (work / MANIFEST).is_file():
         shards = [(name, n, todo[n * shard_size : (n + 1) * shard_size])
                   for name, todo in plan.items() for n in range(-(-len(todo) // shard_size))]
+        if spec.crop == "person":
+            person.detector()  # here, not in each worker: weights downloaded once, offline fails before any work
         _process(shards, work, paths, spec, workers or os.cpu_count() or 1)
         records = {(name, n): read_json(_record(work, name, n)) for name, n, _ in shards}
         report = {"classes": len(index.glosses), **notes}
         for name in plan:
-            report[name] = set_quality([r for (s, _), rs in records.items() if s == name for r in rs], spec.num_frames)
+            report[name] = set_quality([r for (s, _), rs in records.items() if s == name for r in rs], spec.num_frames,
+                                       spec.crop)
         write_json(work / QUALITY, report)
         manifest = {**_manifest(index, plan, records, spec), "copy": copy}
         write_json(work / MANIFEST, manifest)  # written last: marks the work complete
@@ -224,7 +123,7 @@ def _work_dir(out_dir: Path, index: Index, plan: dict[str, list[Instance]], path
     """The work folder for these inputs, created if new; work folders of other inputs are deleted (disk space).
 
     Its name hashes every input of the output: the clip spec, the instances per set, each video's size and
-    modification time, and the code and OpenCV version that make the clips.
+    modification time, the code and OpenCV version that make the clips and, for crop "person", the detector.
     """
     def stat(path: Path) -> list[int] | None:
         return [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
@@ -232,9 +131,10 @@ def _work_dir(out_dir: Path, index: Index, plan: dict[str, list[Instance]], path
     inputs = {
         "spec": asdict(spec), "shard_size": shard_size, "notes": notes, "glosses": index.glosses,
         "sets": {name: [[asdict(i), stat(paths[i.video_id])] for i in todo] for name, todo in plan.items()},
-        "code": [hashlib.sha256(Path(f).read_bytes()).hexdigest()
-                 for f in (__file__, video.__file__, quality.__file__, store.__file__)],
+        "code": [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (
+            __file__, clip.__file__, video.__file__, quality.__file__, store.__file__, person.__file__, hub.__file__)],
         "opencv": cv2.__version__,
+        "detector": person.fingerprint() if spec.crop == "person" else None,
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     work = out_dir.with_name(f".{out_dir.name}-work-{key}")
@@ -305,8 +205,10 @@ def _make_clip(path: Path, instance: Instance, spec: ClipSpec, shard: Path, row:
         instance.video_id, [], 0, "missing", False)
     if result.images:
         write_clip(shard, row, result.images)
+    whole = frame_range(instance.frame_start, instance.frame_end) == (0, None)
     return {"video_id": result.video_id, "frames": result.frames, "problem": result.problem,
-            "bbox_fallback": result.bbox_fallback, "row": None if result.problem else row}
+            "fallback": result.fallback, "range_ignored": not spec.trim and not whole,
+            "row": None if result.problem else row}
 
 
 def _make_clips(jobs: list[Job]) -> list[dict]:
@@ -320,7 +222,7 @@ def _run(jobs: Iterator[Job], workers: int, chunk: int = 4) -> Iterator[dict]:
     are made only just ahead of the work, and a slow video holds back few records. Tasks of a few clips, not one,
     halve the pool's per-task cost (pickling, queues, wake-ups), which on 2 cores was 5-10% of the run.
     """
-    with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
         tasks = iter(lambda: list(islice(jobs, chunk)), [])
         pending = deque(pool.submit(_make_clips, task) for task in islice(tasks, 2 * workers))
         try:
@@ -332,6 +234,13 @@ def _run(jobs: Iterator[Job], workers: int, chunk: int = 4) -> Iterator[dict]:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _one_thread() -> None:
+    """A worker's OpenCV and torch (the person detector) run on one thread: the processes already fill the cores,
+    and the thread pools a forked worker would inherit from its parent do not survive the fork."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _manifest(index: Index, plan: dict[str, list[Instance]], records: dict[tuple[str, int], list[dict]],

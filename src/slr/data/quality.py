@@ -15,16 +15,20 @@ from slr.errors import UserError
 REASONS: tuple[str, ...] = ("missing", "unreadable", "zero_frame", "truncated")  # why a video gave no clip
 
 
-def set_quality(records: list[dict], num_frames: int) -> dict:
-    """One set's report from its per-clip records ({video_id, frames, problem, bbox_fallback}, in index order)."""
+def set_quality(records: list[dict], num_frames: int, crop: str) -> dict:
+    """One set's report from its per-clip records ({video_id, frames, problem, fallback, range_ignored}, in index
+    order), made with `crop`."""
     stored = [r for r in records if not r["problem"]]
     skipped = {reason: [r["video_id"] for r in records if r["problem"] == reason] for reason in REASONS}
+    fallback = [r["video_id"] for r in stored if r["fallback"]]  # centre crop: box outside the frame, nobody found
     return {
         "listed": len(records),
         "present": len(records) - len(skipped["missing"]),
         "readable": len(stored),
         "short": [r["video_id"] for r in stored if r["frames"] < num_frames],  # kept: frames repeat evenly
-        "bbox_fallback": [r["video_id"] for r in stored if r["bbox_fallback"]],  # centre crop instead of the box
+        "bbox_fallback": fallback if crop == "bbox" else [],
+        "person_fallback": fallback if crop == "person" else [],
+        "range_ignored": [r["video_id"] for r in stored if r["range_ignored"]],  # a frame range in a pre-cut copy
         "skipped": skipped,
     }
 

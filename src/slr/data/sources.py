@@ -1,11 +1,11 @@
 """The download stage's one job: materialise the raw dataset for `data.source` (synthetic, release or local).
 
 Whatever the source, `data/raw` ends up in one shape, which preprocess reads: `WLASL_v0.3.json` (the index),
-`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut", "copy"}`); release and local copies also keep the
-split files they came with under `splits/`. `copy` is the fingerprint of the files the raw data was made from (the
-md5 DVC computes for a folder: `slr.data.fingerprint`); it travels through the clips' manifest and the checkpoint
-into every result. Each source returns the download report: what was used and what it holds, with no timestamps, so
-a rerun writes it unchanged.
+`videos/<video_id>.mp4`, and `source.json` (`{"source", "precut", "resized", "copy"}`); release and local copies
+also keep the split files they came with under `splits/`. `copy` is the fingerprint of the files the raw data was
+made from (the md5 DVC computes for a folder: `slr.data.fingerprint`); it travels through the clips' manifest and
+the checkpoint into every result. Each source returns the download report: what was used and what it holds, with no
+timestamps, so a rerun writes it unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ ARCHIVES = {"splits": "splits.zip", "videos": "WLASL2000.zip"}  # the names the 
 # WLASL's start_kit writes <video_id>.mp4 already cut to the instance's frame range, so preprocess must not trim the
 # released or local clips again; the synthetic videos are full length, with idle frames around the sign.
 PRECUT = {"synthetic": False, "release": True, "local": True}
+# The release archives' clips were also resized to 256x256, so WLASL's boxes (source pixels) do not fit them; the
+# start_kit writes clips at the source's resolution, and the synthetic boxes are drawn at the videos' own size.
+# `resized` in source.json: True for a copy unpacked from the archives (source release, or local archives).
 NSLT_FILES = {f"nslt_{n}.json" for n in (100, 300, 1000, 2000)}
 # JSON files a WLASL copy is known by: when one of these does not parse, the copy is broken (not just odd)
 KNOWN_JSON = re.compile(r"^(WLASL_v[\d.]+|asl\d+|nslt_\d+)\.json$")
@@ -62,7 +65,7 @@ def materialise(
 def from_synthetic(params: SyntheticParams, out_dir: Path) -> dict:
     with atomic_dir(out_dir) as tmp:
         generate(params, tmp)
-        return _finish(tmp, "synthetic", folder_md5(tmp))
+        return _finish(tmp, "synthetic", folder_md5(tmp), resized=False)
 
 
 def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_dir: Path) -> dict:
@@ -83,7 +86,7 @@ def from_release(release: ReleaseParams, out_dir: Path, downloads: Path, hand_di
     copy = files_md5({filename: downloads / filename for filename in ARCHIVES.values()}, "the release archives")
     with atomic_dir(out_dir) as tmp:
         report = _from_archives([downloads / filename for filename in ARCHIVES.values()], tmp)
-        return {**_finish(tmp, "release", copy), "archives": archives, **report}
+        return {**_finish(tmp, "release", copy, resized=True), "archives": archives, **report}
 
 
 def _by_hand(release: ReleaseParams, hand_dir: Path) -> str:
@@ -114,7 +117,7 @@ def from_local(path: Path, out_dir: Path, data_dvc: Path | None = None) -> dict:
         else:
             report = _assemble(path, str(path), tmp)
         versioned = _versioned(data_dvc, path, copy)
-        return {**_finish(tmp, "local", copy), "path": str(path), "data_dvc": versioned, **report}
+        return {**_finish(tmp, "local", copy, resized=bool(zips)), "path": str(path), "data_dvc": versioned, **report}
 
 
 def _versioned(data_dvc: Path | None, path: Path, copy: Fingerprint) -> dict | None:
@@ -238,9 +241,10 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _finish(out: Path, source: str, copy: Fingerprint) -> dict:
+def _finish(out: Path, source: str, copy: Fingerprint, resized: bool) -> dict:
     """Write source.json and return what every report carries: the copy's fingerprint and the counts."""
-    write_json(out / "source.json", {"source": source, "precut": PRECUT[source], "copy": copy.as_dict()})
+    write_json(out / "source.json", {"source": source, "precut": PRECUT[source], "resized": resized,
+                                     "copy": copy.as_dict()})
     index = load_index(out / INDEX)
     present = {p.stem for p in (out / "videos").glob("*.mp4")}
     with_video = sum(i.video_id in present for i in index.instances)
