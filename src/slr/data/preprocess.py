@@ -85,9 +85,10 @@ def preprocess(
     """Preprocess `sets` of `index` into `out_dir` (shards, manifest.json, quality.json); return the quality report.
 
     `notes` (dataset-level facts) go into the report as given; `copy` (the fingerprint of the WLASL copy the videos
-    came from) into the manifest, so that the checkpoint and every result can name it. Fails with a UserError, before any decoding, if more
-    than `max_missing` of a set's videos are missing, and after decoding if more than that gave no clip. `workers`
-    (default: every core) changes the speed, never the output.
+    came from) into the manifest, so that the checkpoint and every result can name it. Fails with a UserError, before
+    any decoding, if more than `max_missing` of a set's videos are missing or the clips cannot fit on the disk, and
+    after decoding if more than that gave no clip. `workers` (default: every core) changes the speed, never the
+    output.
     """
     plan = {name: index.of_set(name) for name in sets}
     paths = {i.video_id: video_dir / f"{i.video_id}.mp4" for i in index.instances}
@@ -171,6 +172,7 @@ def _process(shards: list[tuple[str, int, list[Instance]]], work: Path, paths: d
     total, left = sum(len(s[2]) for s in shards), sum(len(s[2]) for s in todo)
     if left < total:
         print(f"preprocess: resuming {work}: {total - left} of {total} clips already done")
+    _check_space(work, sum(paths[i.video_id].is_file() for _, _, instances in todo for i in instances), spec)
 
     def jobs() -> Iterator[Job]:  # lazy: a shard's file is made when its first clip is submitted
         for name, number, instances in todo:
@@ -187,6 +189,23 @@ def _process(shards: list[tuple[str, int, list[Instance]]], work: Path, paths: d
             batch = [next(records) for _ in instances]
             bar.update(len(batch))
             _seal(work, name, number, batch)
+
+
+def _check_space(work: Path, clips: int, spec: ClipSpec) -> None:
+    """Fail before decoding if the clips still to make cannot fit on the disk. Shards are sparse files that fill as
+    clips are written, so without this check a full disk would stop the stage hours in; the margin leaves room for
+    the records and the manifest. (DVC then copies the clips into its cache, unless cache.type links them.)"""
+    need = clips * spec.num_frames * spec.frame_size**2 * 3 + 2**24
+    free = shutil.disk_usage(work).free
+    if need > free:
+        raise UserError(
+            f"not enough space left on the device for the clips: {clips} clips need about {_gb(need)} in {work}, "
+            f"{_gb(free)} are free; free {_gb(need - free)} (or lower preprocess.frame_size or num_frames) and rerun"
+        )
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
 
 
 def _seal(work: Path, set_name: str, number: int, records: list[dict]) -> None:
