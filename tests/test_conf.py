@@ -56,3 +56,28 @@ def test_the_original_recipe(tmp_path: Path) -> None:
 def test_overrides_apply_after_the_presets(tmp_path: Path) -> None:
     params = load_params(compose(tmp_path, "model=MViTv2_S", "train.batch_size=2", "train.accumulate=4"))
     assert (params.train.batch_size, params.train.accumulate, params.train.crop_size) == (2, 4, 224)
+
+
+def test_readme_states_the_original_recipe_as_its_preset_sets_it() -> None:
+    """One source of truth: the README's paragraph on the original recipe says what conf/recipe/original.yaml sets."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "conf/recipe/original.yaml").read_text())
+    t, s, p = recipe["train"], recipe["train"]["scheduler"], recipe["preprocess"]
+    readme = (REPO / "README.md").read_text()
+    paragraph = " ".join(readme[readme.index("**The original recipe.**"):readme.index("**Resume.**")].split())
+
+    def num(x: float) -> str:  # as the README writes them: 1e-4, 0.5
+        return f"{x:.0e}".replace("e-0", "e-") if x < 0.01 else f"{x:g}"
+
+    for phrase in (
+        f"{p['num_frames']} frames stored at {p['frame_size']} x {p['frame_size']} and randomly cropped to "
+        f"{t['crop_size']}",
+        f"backbone lr {num(t['backbone_lr'])} and head lr {num(t['head_lr'])}",
+        f"weight decay {num(t['weight_decay'])}", f"eps {num(t['eps'])}", f"dropout {num(t['dropout'])}",
+        f"effective batch of {t['batch_size'] * t['accumulate']} ({t['batch_size']} x {t['accumulate']})",
+        {"cosine": "cosine annealing"}[s["name"]],
+        f"up to {t['epochs']} epochs with early stopping after {t['early_stopping']['patience']} epochs",
+        "Kinetics-400" if t["pretrained"] == "kinetics" else t["pretrained"],
+    ):
+        assert phrase in paragraph, phrase
