@@ -148,3 +148,19 @@ def copy_repo(repo: Path, dest: Path) -> Path:
     sh(dest, "git", "add", "-A")
     sh(dest, "git", "commit", "-qm", "workspace of the test repo", "--allow-empty")
     return dest
+
+
+def repro_until_epoch_one(repo: Path, dest: Path, stderr: int = subprocess.PIPE) -> tuple[Path, subprocess.Popen]:
+    """A copy of `repo` set to train 3 epochs, and its `dvc repro` (in a session of its own, so that a test can kill
+    it with the stage it runs) read until training has finished epoch 1, whose checkpoint is then on disk."""
+    root = copy_repo(repo, dest)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=stderr,
+                               text=True, start_new_session=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("epoch 1/3:"):
+            break
+    return root, process

@@ -22,7 +22,7 @@ import slr.data.store as store
 from slr.data.store import create_shard, write_clip
 from slr.files import atomic_path
 
-from conftest import REPO, TINY, copy_repo, merge, tool_env
+from conftest import REPO, TINY, merge, repro_until_epoch_one, tool_env
 
 STAGES = REPO / "stages"
 
@@ -225,16 +225,7 @@ def test_a_killed_writers_temp_file_goes_at_the_next_write(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_exp_run_during_repro_cannot_mix_params(repo: Path, tmp_path: Path) -> None:
-    root = copy_repo(repo, tmp_path / "repo")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["epochs"] = 3
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    repro = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    assert repro.stdout is not None
-    for line in repro.stdout:
-        if line.startswith("epoch 1/3"):
-            break
+    root, repro = repro_until_epoch_one(repo, tmp_path / "repo")
     # a second experiment started in the same workspace: DVC's lock stops it, but not before Hydra rewrote params.yaml
     subprocess.run(["dvc", "exp", "run", "-S", "train.head_lr=0.002"], cwd=root, env=tool_env(), capture_output=True,
                    timeout=300)

@@ -30,7 +30,7 @@ from slr.checkpoint import Run
 from slr.inference import Feed
 from slr.train import accumulation_sizes, rewind_live, seed_everything, train_epoch
 
-from conftest import REPO, TINY, copy_repo, merge, sh, tool_env, train_params
+from conftest import REPO, TINY, merge, repro_until_epoch_one, sh, tool_env, train_params
 
 CPU = Process(0, 1, torch.device("cpu"))
 
@@ -226,17 +226,8 @@ def test_killed_training_resumes_at_the_next_epoch_with_identical_results(repo: 
 
 @pytest.mark.slow
 def test_killed_dvc_repro_resumes_from_the_persisted_checkpoint(repo: Path, tmp_path: Path) -> None:
-    root = copy_repo(repo, tmp_path / "repo")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["epochs"] = 3
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "epoch 1/3:" in line:
-            os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs
-            break
+    root, process = repro_until_epoch_one(repo, tmp_path / "repo", stderr=subprocess.DEVNULL)
+    os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs
     process.wait()
     out = sh(root, "dvc", "repro")
     assert "resuming this run from models/last.pth, where 1 epochs are done" in out  # persist: DVC kept it
