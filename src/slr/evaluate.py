@@ -46,11 +46,15 @@ def choose_device(name: str) -> torch.device:
 
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """Rebuild the model saved in checkpoint `path` on `device`, in eval mode; also return its metadata."""
+    """Rebuild the model saved in checkpoint `path` on `device`, in eval mode and in the memory format training used
+    there (channels-last on CUDA); also return its metadata."""
     checkpoint = load_checkpoint(path, "run `dvc repro train`, or `dvc checkout models/best.pth` to restore yours")
     model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["dropout"])
     model.load_state_dict(checkpoint.pop("state_dict"))
-    return model.to(device).eval(), checkpoint
+    model = model.to(device).eval()
+    if feed_for(checkpoint, device).channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    return model, checkpoint
 
 
 def feed_for(meta: dict, device: torch.device) -> Feed:
