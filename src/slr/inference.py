@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from slr.data.transforms import center_crop, three_crops, to_model_input
+from slr.devices import share_cores
 from slr.errors import UserError
 from slr.metrics import Scored
 
@@ -115,6 +116,7 @@ def predict(
     parts: list[list[Scored]] = [[] for _ in orderings]
     index = [None if order is None else torch.as_tensor(list(order), device=device) for order in orderings]
     for clips, labels in tqdm(batches, desc=desc, leave=False, unit="batch", disable=not progress):
+        share_cores()  # on CPU: as other runs start and end, this one's threads follow
         clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for part, order in zip(parts, index):
             ordered = clips if order is None else clips.index_select(1, order)
