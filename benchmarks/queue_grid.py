@@ -46,7 +46,7 @@ def prepare() -> None:
     """The clone at this repository's HEAD, with the default data downloaded and preprocessed into its cache."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                           check=True).stdout.strip()
-    if (CLONE / ".git").is_dir() and subprocess.run(["git", "rev-parse", "HEAD"], cwd=CLONE, capture_output=True,
+    if (CLONE / ".git").is_dir() and subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=CLONE, capture_output=True,
                                                     text=True).stdout.strip() == head:
         return
     shutil.rmtree(CLONE, ignore_errors=True)
@@ -56,6 +56,9 @@ def prepare() -> None:
         subprocess.run(["git", "config", key, value], cwd=CLONE, check=True)
     print("preparing the data in the clone (dvc repro preprocess) ...", flush=True)
     dvc("repro", "preprocess")
+    # queued runs copy only what git tracks: commit what the repro wrote, or each run would redo it
+    subprocess.run(["git", "add", "-A"], cwd=CLONE, check=True)
+    subprocess.run(["git", "commit", "-qm", "Data prepared", "--allow-empty"], cwd=CLONE, check=True)
 
 
 def queue(count: int, epochs: int) -> list[int]:
