@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -35,11 +36,22 @@ _seeds = itertools.count(int(time.time()) % 100_000 * 10)  # new seeds on every 
 
 def dvc(*args: str, check: bool = True) -> str:
     """Run `dvc ARGS` in the clone, with the clone's own `slr` first on the path (the stages import it)."""
-    env = {**os.environ, "PYTHONPATH": str(CLONE / "src"), "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(["dvc", *args], cwd=CLONE, env=env, capture_output=True, text=True)
+    result = subprocess.run(["dvc", *args], cwd=CLONE, env=_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise SystemExit(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout + result.stderr
+
+
+def dvc_to_file(log: Path, *args: str) -> str:
+    """`dvc(ARGS)` for commands that start queue workers: its output goes to `log`, not to a pipe, which the workers
+    would inherit and keep open after the command ends. Returns the output."""
+    with log.open("w") as out:
+        subprocess.run(["dvc", *args], cwd=CLONE, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    return log.read_text()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(CLONE / "src"), "DVC_NO_ANALYTICS": "1"}
 
 
 def prepare() -> None:
@@ -67,10 +79,30 @@ def queue(count: int, epochs: int) -> list[int]:
     return seeds
 
 
-def wait_for_idle_workers() -> None:
-    """DVC's queue workers exit 10 s after the queue empties: wait for that, so the next run starts its own."""
-    while "0 active" not in dvc("queue", "status").splitlines()[-1]:
-        time.sleep(5)
+def stop_workers() -> None:
+    """Let the previous run's queue workers exit, so that the next run has exactly the workers it asks for.
+
+    A worker exits 10 s after it finds the queue empty. On a busy machine its check can time out while it runs a task:
+    it then takes the queue for empty, asks itself to stop, misses the request, and serves the queue for ever (seen
+    here: `dvc queue status` said `0 active` and `dvc queue stop` did not end it). Such a worker is ended by its pid.
+    """
+    deadline = time.monotonic() + 30
+    for pidfile in sorted((CLONE / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.pid")):
+        pid = int(pidfile.read_text())
+        while _is_worker(pid) and time.monotonic() < deadline:
+            time.sleep(1)
+        if _is_worker(pid):
+            print(f"  a queue worker outlived its queue: {pidfile.stem} (pid {pid}); ending it", flush=True)
+            os.kill(pid, signal.SIGTERM)
+            while _is_worker(pid):
+                time.sleep(1)
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def experiments() -> dict[str, dict]:
@@ -92,11 +124,12 @@ def experiments() -> dict[str, dict]:
 
 def races(args: argparse.Namespace) -> None:
     prepare()
+    stop_workers()
     print(f"machine: {machine()}")
     seeds = queue(args.count, args.epochs)
     print(f"queued {args.count} experiments (seeds {seeds}, train.epochs={args.epochs}); dvc queue start -j 2")
     start = time.monotonic()
-    print(dvc("queue", "start", "-j", "2").strip())
+    print(dvc_to_file(SCRATCH / "grid-queue-start.log", "queue", "start", "-j", "2").strip())
     while True:
         time.sleep(10)
         status = dvc("queue", "status")
@@ -120,11 +153,11 @@ def timing(args: argparse.Namespace) -> None:
     times: dict[int, list[float]] = {1: [], 2: []}
     for repeat in range(args.repeats):
         for jobs in (2, 1) if repeat % 2 == 0 else (1, 2):
-            wait_for_idle_workers()
+            stop_workers()
             seeds = queue(2, args.epochs)
             load_before = machine()
             start = time.monotonic()
-            out = dvc("exp", "run", "--run-all", "-j", str(jobs), check=False)
+            out = dvc_to_file(SCRATCH / f"grid-run-j{jobs}.log", "exp", "run", "--run-all", "-j", str(jobs))
             elapsed = time.monotonic() - start
             if "Failed to reproduce" in out:
                 print(out[-3000:])
