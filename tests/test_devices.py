@@ -104,6 +104,13 @@ def test_two_runs_never_hold_the_same_gpu(holders: list[Holder], tmp_path: Path)
     assert first == [PHYSICAL[0]] and second == [PHYSICAL[1]]  # named by UUID: CUDA's numbering cannot mislead
 
 
+def test_runs_started_together_split_the_gpus_and_the_rest_wait(holders: list[Holder], tmp_path: Path) -> None:
+    runs = [start(holders, tmp_path, gpus=2) for _ in range(4)]
+    first = [run.expect("devices: ") for run in runs]  # each either holds a GPU or waits
+    held = sorted(line.rsplit("=", 1)[1] for line in first if "holds" in line)
+    assert held == PHYSICAL[:2] and sum("waiting" in line for line in first) == 2
+
+
 def test_a_waiting_run_says_so_and_takes_the_gpu_of_a_killed_one(holders: list[Holder], tmp_path: Path) -> None:
     a = start(holders, tmp_path, gpus=2)
     a_gpu = a.held()

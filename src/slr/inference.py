@@ -116,9 +116,9 @@ def predict(
     parts: list[list[Scored]] = [[] for _ in orderings]
     index = [None if order is None else torch.as_tensor(list(order), device=device) for order in orderings]
     for clips, labels in tqdm(batches, desc=desc, leave=False, unit="batch", disable=not progress):
-        share_cores()  # on CPU: as other runs start and end, this one's threads follow
         clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for part, order in zip(parts, index):
+            share_cores()  # on CPU: as other runs start and end, this one's threads follow (a batch can take a minute)
             ordered = clips if order is None else clips.index_select(1, order)
             part.append(Scored.from_log_probs(_log_probs(model, ordered, feed, device, views), labels))
     return [_to_cpu(Scored.cat(part)) if part else _empty() for part in parts]
