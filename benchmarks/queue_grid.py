@@ -150,26 +150,26 @@ def races(args: argparse.Namespace) -> None:
 
 def timing(args: argparse.Namespace) -> None:
     prepare()
-    times: dict[int, list[float]] = {1: [], 2: []}
+    pairs = []
     for repeat in range(args.repeats):
+        times = {}
         for jobs in (2, 1) if repeat % 2 == 0 else (1, 2):
             stop_workers()
             seeds = queue(2, args.epochs)
             load_before = machine()
             start = time.monotonic()
             out = dvc_to_file(SCRATCH / f"grid-run-j{jobs}.log", "exp", "run", "--run-all", "-j", str(jobs))
-            elapsed = time.monotonic() - start
+            times[jobs] = time.monotonic() - start
             if "Failed to reproduce" in out:
                 print(out[-3000:])
-            times[jobs].append(elapsed)
-            print(f"-j {jobs}, seeds {seeds}: {elapsed:.1f} s\n  before: {load_before}\n  after:  {machine()}",
+            print(f"-j {jobs}, seeds {seeds}: {times[jobs]:.1f} s\n  before: {load_before}\n  after:  {machine()}",
                   flush=True)
+        pairs.append(times)
     for name, row in experiments().items():
         print(f"{name}: {row}")
-    par, seq = sorted(times[2]), sorted(times[1])
-    print(f"two experiments at once (-j 2): {', '.join(f'{t:.1f}' for t in times[2])} s; one after the other (-j 1): "
-          f"{', '.join(f'{t:.1f}' for t in times[1])} s; median ratio -j 1 / -j 2: "
-          f"{seq[len(seq) // 2] / par[len(par) // 2]:.2f}")
+    for times in pairs:
+        print(f"two experiments at once (-j 2) {times[2]:.1f} s, one after the other (-j 1) {times[1]:.1f} s: "
+              f"-j 1 / -j 2 = {times[1] / times[2]:.2f}")
 
 
 def main() -> None:
