@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -163,6 +164,12 @@ def _holder(path: Path) -> str:
     return "?"
 
 
+def _say(message: str) -> None:
+    """A device line goes to stderr, where progress bars go: stdout stays the command's result (`slr-test` prints JSON).
+    DVC's queue logs hold both."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -211,8 +218,8 @@ class CoreShare:
         if threads != torch.get_num_threads() or announce:
             torch.set_num_threads(threads)
             if os.environ.get("RANK", "0") == "0":
-                print(f"devices: CPU, {threads} of {self.budget} threads for this process ({_count(runs, 'CPU slot')} "
-                      "held on this machine)", flush=True)
+                _say(f"devices: CPU, {threads} of {self.budget} threads for this process ({_count(runs, 'CPU slot')} "
+                     "held on this machine)")
 
 
 _share: CoreShare | None = None  # the CPU share of the run this process belongs to, if any
@@ -226,7 +233,7 @@ def share_cores() -> None:
 
 @contextmanager
 def claimed(device: str, count: int = 1, *, setting: str, gpus: Sequence[Gpu] | None = None, poll_s: float = 1.0,
-            say: Callable[[str], None] = print) -> Iterator[torch.device]:
+            say: Callable[[str], None] = _say) -> Iterator[torch.device]:
     """Hold the device this run computes on until the block ends (or the process does): `count` GPUs that no other
     run holds, taken all at once, waiting while other runs hold them; or, on CPU, `count` CPU slots and a share of
     the cores. Call before anything initialises CUDA: the GPUs taken become CUDA_VISIBLE_DEVICES, which the processes
