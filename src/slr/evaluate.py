@@ -20,7 +20,6 @@ from slr.checkpoint import load_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest, manifest_digest
 from slr.devices import claimed
 from slr.distributed import Process
-from slr.errors import UserError
 from slr.inference import Feed, predict
 from slr.metrics import (
     Scored,
