@@ -21,6 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 WLASL_DIR = Path(os.environ.get("WLASL_METADATA", REPO.parent / "shared" / "wlasl"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """This session's runs share GPUs and CPU cores (slr.devices) with each other only: a run elsewhere on the
+    machine would change their thread count, and with it the last digits of results that tests compare."""
+    os.environ["SLR_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
+
+
 @pytest.fixture(scope="session")
 def wlasl_dir() -> Path:
     if not (WLASL_DIR / "WLASL_v0.3.json").is_file():

@@ -18,8 +18,8 @@ from torch import nn
 from slr.batches import eval_loader
 from slr.checkpoint import load_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest, manifest_digest
+from slr.devices import claimed
 from slr.distributed import Process
-from slr.errors import UserError
 from slr.inference import Feed, predict
 from slr.metrics import (
     Scored,
@@ -34,15 +34,6 @@ from slr.params import EvaluateParams
 from slr.shuffle import make_permutation, shannon_entropy, sweep_permutations
 
 STUDY = ("ordered", "shuffled", "reversed")  # the named conditions; the sweep's permutations follow them
-
-
-def choose_device(name: str) -> torch.device:
-    """`auto`: the GPU when there is one (as training), else the CPU; `cpu` or `cuda` force one."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("evaluate.device is cuda but no CUDA GPU is visible; set it to auto or cpu")
-    return torch.device(name)
 
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
@@ -217,10 +208,11 @@ class Report:
 
 
 def evaluate_checkpoint(checkpoint: Path, clips_dir: Path, p: EvaluateParams) -> Report:
-    """The full test and the order study of `checkpoint` on `clips_dir`, on the device `p.device` picks."""
-    device = choose_device(p.device)
-    model, meta = load_model(checkpoint, device)
-    evaluation = evaluate(model, meta, clips_dir, device, p)
+    """The full test and the order study of `checkpoint` on `clips_dir`, on the device `p.device` picks (auto: a GPU
+    that no other run on the machine holds, as training, else a share of the CPU cores)."""
+    with claimed(p.device, setting="evaluate.device") as device:
+        model, meta = load_model(checkpoint, device)
+        evaluation = evaluate(model, meta, clips_dir, device, p)
     consistent = val_consistent(evaluation, meta)
     if not consistent:
         val = per_instance_accuracy(evaluation.val, (1,))["top1"], float(evaluation.val.loss.mean())

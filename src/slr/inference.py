@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from slr.data.transforms import center_crop, three_crops, to_model_input
+from slr.devices import share_cores
 from slr.errors import UserError
 from slr.metrics import Scored
 
@@ -117,6 +118,7 @@ def predict(
     for clips, labels in tqdm(batches, desc=desc, leave=False, unit="batch", disable=not progress):
         clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for part, order in zip(parts, index):
+            share_cores()  # on CPU: as other runs start and end, this one's threads follow (a batch can take a minute)
             ordered = clips if order is None else clips.index_select(1, order)
             part.append(Scored.from_log_probs(_log_probs(model, ordered, feed, device, views), labels))
     return [_to_cpu(Scored.cat(part)) if part else _empty() for part in parts]

@@ -34,7 +34,8 @@ def partial_test(
     from slr.batches import eval_loader
     from slr.data.dataset import ClipDataset, load_manifest
     from slr.distributed import Process
-    from slr.evaluate import choose_device, feed_for, load_model
+    from slr.devices import claimed
+    from slr.evaluate import feed_for, load_model
     from slr.inference import Views, predict
     from slr.metrics import base_result
     from slr.models import check_input
@@ -42,24 +43,25 @@ def partial_test(
 
     if shuffle_seed is not None and reverse:
         raise UserError("choose --shuffle or --reverse, not both")
-    device = choose_device(device_name)
-    model, meta = load_model(checkpoint, device)
-    manifest = load_manifest(clips_dir)
-    if len(manifest["glosses"]) != meta["num_classes"]:
-        raise UserError(f"{clips_dir} has {len(manifest['glosses'])} classes, the checkpoint {meta['num_classes']}: "
-                        "another split")
-    multi = temporal_views > 1 or spatial_views > 1
-    views = Views(temporal_views, spatial_views, meta["num_frames"], meta["crop_size"]) if multi else None
-    dataset = ClipDataset(clips_dir, set_name, None if multi else meta["crop_size"], train=False, flip=False, seed=0)
-    length = dataset.clips.shape[1]
-    # One temporal view sees the whole clip (any frame count the model takes); several see windows of the
-    # trained length.
-    check_input(meta["model"], length if temporal_views == 1 else meta["num_frames"], meta["crop_size"])
-    perm = make_permutation(length, shuffle_seed) if shuffle_seed is not None else None
-    perm = list(range(length - 1, -1, -1)) if reverse else perm
-    feed = feed_for(meta, device)
-    batches = eval_loader(dataset, batch_size, Process(0, 1, device))
-    scored = predict(model, batches, feed, device, [perm], views, desc=set_name)[0]
+    with claimed(device_name, setting="--device") as device:  # a GPU no queued run holds, or a CPU share
+        model, meta = load_model(checkpoint, device)
+        manifest = load_manifest(clips_dir)
+        if len(manifest["glosses"]) != meta["num_classes"]:
+            raise UserError(f"{clips_dir} has {len(manifest['glosses'])} classes, the checkpoint "
+                            f"{meta['num_classes']}: another split")
+        multi = temporal_views > 1 or spatial_views > 1
+        views = Views(temporal_views, spatial_views, meta["num_frames"], meta["crop_size"]) if multi else None
+        crop = None if multi else meta["crop_size"]
+        dataset = ClipDataset(clips_dir, set_name, crop, train=False, flip=False, seed=0)
+        length = dataset.clips.shape[1]
+        # One temporal view sees the whole clip (any frame count the model takes); several see windows of the
+        # trained length.
+        check_input(meta["model"], length if temporal_views == 1 else meta["num_frames"], meta["crop_size"])
+        perm = make_permutation(length, shuffle_seed) if shuffle_seed is not None else None
+        perm = list(range(length - 1, -1, -1)) if reverse else perm
+        feed = feed_for(meta, device)
+        batches = eval_loader(dataset, batch_size, Process(0, 1, device))
+        scored = predict(model, batches, feed, device, [perm], views, desc=set_name)[0]
     result = {**base_result(scored), "num_videos": len(scored.labels), "num_missing": dataset.missing}
     if perm is not None:
         result |= {"perm": perm, "shannon_entropy": shannon_entropy(perm)}

@@ -27,6 +27,7 @@ from slr import distributed
 from slr.batches import eval_loader, train_loader
 from slr.checkpoint import Run, resume, run_fingerprint, save_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest
+from slr.devices import share_cores
 from slr.distributed import Process
 from slr.errors import UserError
 from slr.files import atomic_path, write_json
@@ -93,6 +94,7 @@ def train_epoch(
     optimizer.zero_grad(set_to_none=True)
     progress = tqdm(batches, desc=desc, total=len(group_sizes), leave=False, unit="batch", disable=not process.is_main)
     for i, (clips, labels) in enumerate(progress):
+        share_cores()  # on CPU: as other runs start and end, this one's threads follow
         x, y = feed.inputs(clips, device), labels.to(device, non_blocking=True)
         step = (i + 1) % accumulate == 0 or i + 1 == len(group_sizes)
         # DDP averages gradients at every backward; skip that until the group's last batch.
