@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,7 +122,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout.split()
     for name in files:
         src = REPO / name
-        if src.is_file() and not name.startswith(("metrics/", "plots/", "models/")):
+        if src.is_file() and not name.startswith(("metrics/", "reports/", "plots/", "models/")):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / name)
     (root / "dvc.lock").unlink(missing_ok=True)
@@ -143,8 +146,9 @@ def mc3_experiment(repo: Path) -> str:
     return "mc3"
 
 
-def copy_repo(repo: Path, dest: Path) -> Path:
-    """A copy of a test repo, with its workspace committed, that a test may change without touching `repo`.
+def copy_repo(repo: Path, dest: Path, commit: bool = True) -> Path:
+    """A copy of a test repo, with its workspace committed (unless `commit` is false: a commit would leave the
+    experiments of the previous one out of `dvc exp show`), that a test may change without touching `repo`.
 
     The DVC cache is hard-linked rather than copied (hundreds of MB of checkpoints): DVC never writes a cache file in
     place, and removing one (gc) only drops the copy's link.
@@ -152,9 +156,45 @@ def copy_repo(repo: Path, dest: Path) -> Path:
     dvc_dir = str(repo / ".dvc")
     shutil.copytree(repo, dest, symlinks=True, ignore=lambda folder, _: ["cache", "tmp"] if folder == dvc_dir else [])
     shutil.copytree(repo / ".dvc" / "cache", dest / ".dvc" / "cache", copy_function=os.link)
-    sh(dest, "git", "add", "-A")
-    sh(dest, "git", "commit", "-qm", "workspace of the test repo", "--allow-empty")
+    if commit:
+        sh(dest, "git", "add", "-A")
+        sh(dest, "git", "commit", "-qm", "workspace of the test repo", "--allow-empty")
     return dest
+
+
+GRID_SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="session")
+def queued_grid(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the session repo with three one-epoch MC3_18 experiments, seed1..seed3 (one group for slr-cleanup),
+    queued in that order and run by `dvc queue start -j 2`: two at once, sharing the cores (slr.devices)."""
+    root = copy_repo(repo, tmp_path_factory.mktemp("grid") / "repo")
+    sh(root, "dvc", "exp", "remove", "--all-commits")  # other tests' experiments, if they ran first
+    for seed in GRID_SEEDS:
+        sh(root, "dvc", "exp", "run", "--queue", "-n", f"seed{seed}", "-S", "model=MC3_18", "-S", "train.epochs=1",
+           "-S", f"seed={seed}")
+    sh(root, "dvc", "queue", "start", "-j", "2")
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            status = sh(root, "dvc", "queue", "status", stdout_only=True)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(3)
+        yield root
+    finally:
+        end_queue_workers(root)
+
+
+def end_queue_workers(root: Path) -> None:
+    """End the DVC queue workers of `root` that outlive their queue (seen with -j 2: a worker takes the queue for
+    empty while it still runs the last task, then misses its own stop request): none may outlast the test run."""
+    for pidfile in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            if b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
 
 
 def repro_until_epoch_one(repo: Path, dest: Path, stderr: int = subprocess.PIPE) -> tuple[Path, subprocess.Popen]:

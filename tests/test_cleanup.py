@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, copy_repo, sh
+from conftest import GRID_SEEDS, REPO, copy_repo, sh
 from slr import cleanup
 from slr.cleanup import Experiment, choose, confirmed, resolve
 from slr.errors import UserError
@@ -94,18 +94,12 @@ def test_a_project_without_experiments(tmp_path: Path) -> None:
     assert "no experiments in" in _one_line_error(_cleanup(tmp_path))
 
 
-SEEDS = (1, 2, 3)
+SEEDS = GRID_SEEDS  # the queued_grid fixture (conftest): three one-epoch MC3_18 experiments, seed1..seed3
 
 
 @pytest.fixture(scope="module")
-def exps_repo(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session repo with three one-epoch MC3_18 experiments, seed1..seed3 (one group), in that order."""
-    root = copy_repo(repo, tmp_path_factory.mktemp("cleanup") / "repo")
-    sh(root, "dvc", "exp", "remove", "--all-commits")  # other tests' experiments, if they ran first
-    for seed in SEEDS:
-        sh(root, "dvc", "exp", "run", "-n", f"seed{seed}", "-S", "model=MC3_18", "-S", "train.epochs=1",
-           "-S", f"seed={seed}")
-    return root
+def exps_repo(queued_grid: Path) -> Path:
+    return queued_grid
 
 
 def _experiments(root: Path) -> dict[str, dict]:
@@ -150,7 +144,8 @@ def test_dry_run_lists_what_it_would_delete_and_deletes_nothing(exps_repo: Path)
 
 
 @pytest.mark.slow
-def test_yes_deletes_exactly_what_the_dry_run_listed(exps_repo: Path) -> None:
+def test_yes_deletes_exactly_what_the_dry_run_listed(queued_grid: Path, tmp_path: Path) -> None:
+    exps_repo = copy_repo(queued_grid, tmp_path / "repo", commit=False)  # other tests read the grid as it is
     experiments = _experiments(exps_repo)
     removed, named, count = _plan(_cleanup(exps_repo).stdout)
     kept = set(experiments) - removed

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -57,26 +55,39 @@ def test_every_param_read_is_declared(stage: str) -> None:
         assert any(read == d or read.startswith(d + ".") for d in declared), f"{stage} reads {read}, not declared"
 
 
-def _slr_imports(script: str) -> list[str]:
-    """The slr modules a stage script imports anywhere in it: stages import the heavy ones inside `main`, after
-    parsing their arguments, so that `--help` answers at once."""
-    tree = ast.parse((REPO / script).read_text())
-    return sorted({n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-                   and n.module.split(".")[0] == "slr"}
-                  | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-                     if a.name.split(".")[0] == "slr"})
+def _module_file(name: str) -> Path | None:
+    """The source file of slr module `name` (a package's __init__.py counts as none: those hold no code)."""
+    path = REPO / "src" / Path(*name.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def _imported(path: Path) -> set[str]:
+    """The slr modules the file imports anywhere in it (stages import the heavy ones inside `main`, after parsing
+    their arguments, so that `--help` answers at once)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return {n for n in names if n.split(".")[0] == "slr" and _module_file(n)}
+
+
+def _slr_modules(script: str) -> set[str]:
+    """Every slr source file a stage script reaches through imports, read from the code (no torch to import)."""
+    seen: set[str] = set()
+    todo = _imported(REPO / script)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo |= _imported(_module_file(name))
+    return {str(_module_file(n).relative_to(REPO)) for n in seen}
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_every_imported_module_is_a_dep(stage: str) -> None:
-    code = (
-        "import importlib, sys\n"
-        f"for name in {_slr_imports(f'stages/{stage}.py')!r}: importlib.import_module(name)\n"
-        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'slr'))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    files = {str(Path(f).resolve().relative_to(REPO)) for f in out.split()}
-    modules = {f for f in files if not f.endswith("__init__.py")}
+    modules = _slr_modules(f"stages/{stage}.py")
     deps = set(STAGES[stage]["deps"])
     assert f"stages/{stage}.py" in deps
     assert modules <= deps, f"{stage}: imported but not a dep: {sorted(modules - deps)}"

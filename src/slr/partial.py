@@ -12,8 +12,13 @@ import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from slr.cli import run_main, stage_parser
 from slr.errors import UserError
+
+if TYPE_CHECKING:
+    from slr.metrics import Scored
 
 GRAPHS = ("confusion", "bars")
 
@@ -28,7 +33,7 @@ def partial_test(
     reverse: bool = False,
     temporal_views: int = 1,
     spatial_views: int = 1,
-) -> tuple[dict, "Scored", list[str], dict]:
+) -> tuple[dict, Scored, list[str], dict]:
     """Test `checkpoint` on one set; return the result (BaseRes, or ShuffRes when shuffled, with the protocol and
     provenance), the scored clips, the glosses and the checkpoint's metadata."""
     from slr.batches import eval_loader
