@@ -42,12 +42,14 @@ def params(glosses: int, sweep: int) -> dict:
 
 def run(command: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak resident set (MB) of one stage's processes."""
+    log = cwd / f"{Path(command[1]).stem}.log"  # a file, not a pipe that nobody reads while the stage fills it
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{process.stderr.read() if process.stderr else ''}")
+        sys.exit(f"failed: {' '.join(command)}\n{log.read_text()[-4000:]}")
     return wall, usage.ru_maxrss / 1024
 
 

@@ -174,13 +174,20 @@ def queued_grid(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     for seed in GRID_SEEDS:
         sh(root, "dvc", "exp", "run", "--queue", "-n", f"seed{seed}", "-S", "model=MC3_18", "-S", "train.epochs=1",
            "-S", f"seed={seed}")
-    sh(root, "dvc", "queue", "start", "-j", "2")
+    # The output goes to a file, not a pipe: the workers inherit the command's stdout and keep a pipe open for as long
+    # as they live (one may outlive the queue, see end_queue_workers), so reading the pipe to its end could hang.
+    log = root.parent / "queue-start.log"
+    with log.open("w") as out:
+        started = subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=root, env=tool_env(), stdout=out,
+                                 stderr=subprocess.STDOUT, timeout=120)
+    assert started.returncode == 0, log.read_text()
     try:
         deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
+        while True:
             status = sh(root, "dvc", "queue", "status", stdout_only=True)
             if "Queued" not in status and "Running" not in status:
                 break
+            assert time.monotonic() < deadline, f"the queued grid has not finished in 15 minutes:\n{status}"
             time.sleep(3)
         yield root
     finally:

@@ -211,7 +211,6 @@ def test_a_killed_writers_temp_file_goes_at_the_next_write(tmp_path: Path) -> No
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from slr.files import atomic_path
-from slr.models import build_model
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_bytes(b"half a checkpoint")
             print(tmp, flush=True)
