@@ -119,6 +119,15 @@ def drawn_views(dom: str) -> int:
     return sum(attrs.get("class") == "marks" for _, attrs in Tags(dom).tags)
 
 
+def view_texts(page: Path, profile: Path) -> list[list[str]]:
+    """The text of each Vega view of `page` once drawn (axis titles, legends, facet headers), from a copy of the page
+    with PROBE injected."""
+    probed = page.with_name("probed.html")
+    probed.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+    dom = chromium(probed.as_uri(), profile, "--dump-dom")
+    return json.loads(html.unescape(re.search(r'<pre id="views">(.*?)</pre>', dom, re.S).group(1)))
+
+
 def test_page_template_inlines_the_vega_dvc_uses() -> None:
     """The template .dvc/config names inlines, byte for byte as recorded, the packages and versions DVC's own page
     loads from the CDN, each with its licence; and it leaves DVC nowhere to put its CDN <script> tags."""
@@ -182,10 +191,7 @@ def test_plots_pages_draw_every_plot_offline(repo: Path, mc3_experiment: str, tm
     page = tmp_path / "diff" / "index.html"
     assert drawn_views(chromium(page.as_uri(), tmp_path / "p1", "--dump-dom")) == vega
 
-    probed = tmp_path / "diff" / "probed.html"
-    probed.write_text(text.replace("<head>", "<head>" + PROBE, 1))
-    dom = chromium(probed.as_uri(), tmp_path / "p2", "--dump-dom")
-    views = json.loads(html.unescape(re.search(r'<pre id="views">(.*?)</pre>', dom, re.S).group(1)))
+    views = view_texts(page, tmp_path / "p2")
     assert len(views) == vega
     for texts in views:
         assert all(rev in texts for rev in revs), texts  # a legend entry or facet header per run
