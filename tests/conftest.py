@@ -99,6 +99,15 @@ def merge(base: dict, update: dict) -> None:
             base[key] = value
 
 
+def tiny_params_file(folder: Path, **train: object) -> Path:
+    """`folder/params.yaml`: the committed params with the tiny config, and `train` overrides; returns its path."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    merge(params, {**TINY, "train": {**TINY["train"], **train}})
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
 def tool_env() -> dict[str, str]:
     """The environment for `dvc` and stage commands: the test's Python first on PATH (DVC stages call `python`)."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

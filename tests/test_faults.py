@@ -24,7 +24,7 @@ from slr.errors import UserError
 from slr.files import atomic_path
 from slr.models import build_model
 
-from conftest import REPO, TINY, merge, repro_until_epoch_one, tool_env
+from conftest import REPO, tiny_params_file, repro_until_epoch_one, tool_env
 
 STAGES = REPO / "stages"
 
@@ -44,13 +44,6 @@ def _one_error(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def _params(tmp_path: Path, **train: object) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    merge(params, {**TINY, "train": {**TINY["train"], **train}})
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
 
 def _truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
@@ -64,7 +57,7 @@ def test_truncated_best_checkpoint(repo: Path, tmp_path: Path) -> None:
     shutil.copyfile(repo / "models/best.pth", best)
     _truncate(best)
     error = _one_error(_stage("evaluate", best, repo / "data/clips", tmp_path / "m.json", tmp_path / "r.json",
-                              tmp_path / "plots", params=_params(tmp_path)))
+                              tmp_path / "plots", params=tiny_params_file(tmp_path)))
     assert error == (f"error: {best} is damaged (not a torch checkpoint: truncated, or another format); run `dvc "
                      "repro train`, or `dvc checkout models/best.pth` to restore yours")
     assert not (tmp_path / "m.json").exists()
@@ -75,7 +68,7 @@ def test_truncated_last_checkpoint_says_to_delete_it(repo: Path, tmp_path: Path)
     models.mkdir()
     shutil.copyfile(repo / "models/last.pth", models / "last.pth")
     _truncate(models / "last.pth")
-    error = _one_error(_stage("train", repo / "data/clips", models, tmp_path / "live", params=_params(tmp_path)))
+    error = _one_error(_stage("train", repo / "data/clips", models, tmp_path / "live", params=tiny_params_file(tmp_path)))
     assert error == (f"error: {models / 'last.pth'} is damaged (not a torch checkpoint: truncated, or another "
                      f"format); delete {models / 'last.pth'} to train this run from scratch")
 
@@ -99,7 +92,7 @@ def test_damaged_shard_in_train_evaluate_and_slr_test(repo: Path, tmp_path: Path
                 "missing": f"error: shard {shard} is missing; ",
                 "not a shard": f"error: shard {shard} is damaged (no valid .npy header); "}[how]
     fix = "restore the clips with `dvc checkout data/clips`, or make them again with `dvc repro -f preprocess`"
-    params = _params(tmp_path)
+    params = tiny_params_file(tmp_path)
     runs = [
         lambda: subprocess.run([sys.executable, "-c", "from slr.partial import cli; cli()", "--checkpoint",
                                 str(repo / "models/best.pth"), "--clips", str(clips), "--set", "val"],
@@ -115,7 +108,7 @@ def test_damaged_shard_in_train_evaluate_and_slr_test(repo: Path, tmp_path: Path
 
 def test_truncated_manifest(repo: Path, tmp_path: Path, clips: Path) -> None:
     _truncate(clips / "manifest.json")
-    error = _one_error(_stage("train", clips, tmp_path / "models", tmp_path / "live", params=_params(tmp_path)))
+    error = _one_error(_stage("train", clips, tmp_path / "models", tmp_path / "live", params=tiny_params_file(tmp_path)))
     assert error == (f"error: {clips / 'manifest.json'} is damaged (not the manifest preprocess writes); restore the "
                      "clips with `dvc checkout data/clips`, or make them again with `dvc repro -f preprocess`")
 
@@ -140,7 +133,7 @@ def test_pretrained_files_that_are_not_weights(repo: Path, tmp_path: Path, conte
 def test_pretrained_that_is_not_weights_stops_the_train_stage_in_one_line(repo: Path, tmp_path: Path) -> None:
     weights = tmp_path / "weights.pth"
     torch.save([torch.zeros(2)], weights)  # a valid torch file holding a list: an AttributeError traceback before
-    params = _params(tmp_path, pretrained=str(weights))
+    params = tiny_params_file(tmp_path, pretrained=str(weights))
     error = _one_error(_stage("train", repo / "data/clips", tmp_path / "models", tmp_path / "live", params=params))
     assert error.startswith(f"error: train.pretrained: {weights} holds a list, not a state dict")
 
@@ -185,14 +178,14 @@ def test_full_disk_in_train_is_one_line_and_leaves_no_partial_file(repo: Path, t
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (20 * 2**20))  # leave less room than R3D_18's 128 MB checkpoint needs
     models = small_disk / "models"
-    error = _one_error(_stage("train", repo / "data/clips", models, tmp_path / "live", params=_params(tmp_path)))
+    error = _one_error(_stage("train", repo / "data/clips", models, tmp_path / "live", params=tiny_params_file(tmp_path)))
     assert error.startswith(f"error: cannot write {models / 'best.pth'}: no space left on its disk (")
     assert "free some space and rerun" in error
     assert not list(models.glob(".*.tmp")) and not (models / "best.pth").exists()
 
 
 def test_full_disk_in_preprocess_is_one_line(repo: Path, tmp_path: Path, small_disk: Path) -> None:
-    params = yaml.safe_load(_params(tmp_path).read_text())
+    params = yaml.safe_load(tiny_params_file(tmp_path).read_text())
     params["preprocess"]["frame_size"] = 64  # 8 x 64 x 64 x 3 = 98 kB a clip: 44 clips need more than is left
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (small_disk / "filler").write_bytes(b"\0" * (21 * 2**20))

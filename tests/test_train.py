@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -30,7 +29,7 @@ from slr.checkpoint import Run, resume
 from slr.inference import Feed
 from slr.train import accumulation_sizes, rewind_live, seed_everything, train_epoch
 
-from conftest import REPO, TINY, merge, repro_until_epoch_one, sh, train_params
+from conftest import REPO, TINY, tiny_params_file, repro_until_epoch_one, sh, train_params
 
 CPU = Process(0, 1, torch.device("cpu"))
 
@@ -168,13 +167,6 @@ def test_missing_weights_offline_fail_in_seconds(
 
 # --- the train stage: resume after kill -9, and DDP ---------------------------------------------------------------
 
-def _stage_params(tmp_path: Path, **train: object) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    merge(params, {**TINY, "train": {**TINY["train"], **train}})
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
 
 def _train_command(repo: Path, out: Path, params: Path) -> list[str]:
     return [sys.executable, "stages/train.py", str(repo / "data/clips"), str(out / "models"), str(out / "live"),
@@ -200,7 +192,7 @@ def _results(out: Path) -> dict:
 @pytest.mark.slow
 def test_killed_training_resumes_at_the_next_epoch_with_identical_results(repo: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
-    params = _stage_params(tmp_path, epochs=3)
+    params = tiny_params_file(tmp_path, epochs=3)
     _run(_train_command(repo, tmp_path / "whole", params))
     killed = tmp_path / "killed"
     process = subprocess.Popen(_train_command(repo, killed, params), cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -243,12 +235,12 @@ def test_killed_dvc_repro_resumes_from_the_persisted_checkpoint(repo: Path, tmp_
 @pytest.mark.slow
 def test_checkpoint_of_other_params_is_not_resumed(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    first = _stage_params(tmp_path, epochs=2)
+    first = tiny_params_file(tmp_path, epochs=2)
     _run(_train_command(repo, out, first))
     last = torch.load(out / "models/last.pth", weights_only=True)
     last["epoch"], last["stopped"] = 1, False  # as if killed after epoch 1
     torch.save(last, out / "models/last.pth")
-    log = _run(_train_command(repo, out, _stage_params(tmp_path, epochs=2, head_lr=0.001)))
+    log = _run(_train_command(repo, out, tiny_params_file(tmp_path, epochs=2, head_lr=0.001)))
     assert "is from a run with other params (train.head_lr); starting fresh" in log and "epoch 1/2" in log
 
 
@@ -263,7 +255,7 @@ def test_rewinding_dvclive_history_drops_rows_of_unfinished_epochs(tmp_path: Pat
 @pytest.mark.slow
 def test_two_process_ddp_run_has_one_writer(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    log = _run(_train_command(repo, out, _stage_params(tmp_path, epochs=2, nproc_per_node=2)))
+    log = _run(_train_command(repo, out, tiny_params_file(tmp_path, epochs=2, nproc_per_node=2)))
     assert "launching 2 processes" in log and "effective batch 8 on 2 x cpu" in log
     assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1  # rank 0 alone logs
     metrics = json.loads((out / "live/metrics.json").read_text())
@@ -275,7 +267,7 @@ def test_two_process_ddp_run_has_one_writer(repo: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path, nproc: int) -> None:
-    params = _stage_params(tmp_path, batch_size=500, nproc_per_node=nproc)
+    params = tiny_params_file(tmp_path, batch_size=500, nproc_per_node=nproc)
     result = subprocess.run(_train_command(repo, tmp_path, params), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
