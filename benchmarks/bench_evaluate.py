@@ -40,7 +40,7 @@ def clips_dir(count: int, frames: int, size: int) -> Path:
     out = SCRATCH / f"eval-clips-{count}x{frames}x{size}"
     if not (out / "manifest.json").is_file():
         preprocess(Index(index.glosses, instances), video_dir, out,
-                   ClipSpec(num_frames=frames, frame_size=size, crop="center", bbox_margin=0.0, trim=False))
+                   ClipSpec(num_frames=frames, frame_size=size, crop="center", bbox_margin=0.0))
     return out
 
 

@@ -36,7 +36,7 @@ def main() -> None:
     index, video_dir = video_set(args.clips)
     clips_dir = SCRATCH / "clips-loader"
     shutil.rmtree(clips_dir, ignore_errors=True)
-    preprocess(index, video_dir, clips_dir, ClipSpec(16, 128, "center", 0.0, trim=False), sets=("train",))
+    preprocess(index, video_dir, clips_dir, ClipSpec(16, 128, "center", 0.0), sets=("train",))
     mean, std = normalization("R3D_18")
     dataset = ClipDataset(clips_dir, "train", 112, train=True, flip=True, seed=0)
     loader = train_loader(dataset, args.batch_size, seed=0, process=Process(0, 1, torch.device("cpu")))

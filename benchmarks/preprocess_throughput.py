@@ -97,7 +97,7 @@ def summary(name: str, ts: list[float], clips: int) -> str:
 def against_decoding(index: Index, video_dir: Path, args: argparse.Namespace, workers: int, frame_size: int) -> None:
     """Decode-only, preprocess (centre crop) and write-only, alternating, at one stored frame size."""
     paths = [video_dir / f"{i.video_id}.mp4" for i in index.instances]
-    spec = ClipSpec(args.num_frames, frame_size, crop="center", bbox_margin=0.0, trim=False)
+    spec = ClipSpec(args.num_frames, frame_size, crop="center", bbox_margin=0.0)
     out = SCRATCH / "clips"
     clip_bytes = args.num_frames * frame_size * frame_size * 3
     times: dict[str, list[float]] = {"decode-only": [], "preprocess": [], "write-only": []}
@@ -141,7 +141,7 @@ def person_cost(index: Index, video_dir: Path, args: argparse.Namespace, workers
     times: dict[str, list[float]] = {"center": [], "person": []}
     for _ in range(args.repeats):
         for crop in times:
-            spec = ClipSpec(args.num_frames, args.frame_size[0], crop=crop, bbox_margin=0.2, trim=False)
+            spec = ClipSpec(args.num_frames, args.frame_size[0], crop=crop, bbox_margin=0.2)
             shutil.rmtree(out, ignore_errors=True)
             times[crop].append(timed(lambda: preprocess(index, video_dir, out, spec, sets=("train",))))
     shutil.rmtree(out, ignore_errors=True)

@@ -50,7 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("evaluate")
     generate(SMALL, root / "raw")
     index = load_index(root / "raw" / "WLASL_v0.3.json").subset("asl100")
-    spec = ClipSpec(num_frames=8, frame_size=20, crop="center", bbox_margin=0.0, trim=True)
+    spec = ClipSpec(num_frames=8, frame_size=20, crop="center", bbox_margin=0.0)
     preprocess(index, root / "raw" / "videos", root / "clips", spec, workers=1)
     train(root / "clips", root / "models", root / "live", model_name="R3D_18", seed=0,
           p=train_params(epochs=1, batch_size=4, crop_size=16))

@@ -125,7 +125,7 @@ def test_person_crop_keeps_the_signer_and_reports_who_was_not_found(tmp_path: Pa
     raw = _raw(tmp_path / "raw", resized=True)
     quality = _prepare(raw, tmp_path / "clips", "person")
     assert quality["resized"] is True and quality["train"]["person_fallback"] == ["dark"]
-    assert quality["train"]["bbox_fallback"] == [] and quality["train"]["range_ignored"] == ["lit"]
+    assert quality["train"]["bbox_fallback"] == [] and quality["train"]["range_applied"] == ["lit"]
     clips, _, _ = load_set(tmp_path / "clips", "train")
     lit = np.asarray(clips[0])
     # The 16x16 person square (rows 8-23, columns 32-47), whole: bright everywhere, neither the post nor black.

@@ -22,7 +22,7 @@ def test_all_stages_write_their_outputs(repo: Path) -> None:
         "classes": 4, "train_clips": 24, "val_clips": 8, "test_clips": 12, "skipped": 0}
     data = json.loads((repo / "reports/data.json").read_text())
     assert data["train"] == {"listed": 24, "present": 24, "readable": 24, "short": 0, "bbox_fallback": 0,
-                             "person_fallback": 0, "range_ignored": 0,
+                             "person_fallback": 0, "range_applied": 23, "range_ignored": 0, "range_clamped": 0,
                              "skipped": {"missing": 0, "unreadable": 0, "zero_frame": 0, "truncated": 0}}
     assert json.loads((repo / "reports/download.json").read_text())["videos"] == 44
     metrics = json.loads((repo / "metrics/eval.json").read_text())

@@ -1,4 +1,4 @@
-"""Preprocessing: sampling, trimming and cropping rules; bad videos skipped and reported; restart after a kill."""
+"""Preprocessing: sampling, finding the sign and cropping rules; bad videos skipped and reported; restart after a kill."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,17 @@ import pytest
 from conftest import WLASL_DIR
 from slr.data import preprocess as preprocess_module
 from slr.data import video
-from slr.data.clip import ClipSpec, crop_window, frame_range, process_clip, sample_indices
+from slr.data.clip import ClipSpec, crop_window, process_clip, sample_indices, sign_span
 from slr.data.dataset import ClipDataset, load_set
 from slr.data.metadata import load_index
 from slr.data.preprocess import prepare_clips, preprocess
 from slr.data.quality import counts
-from slr.data.video import decode, write_frames
+from slr.data.video import Span, decode, write_frames
 from slr.errors import UserError
 
 WIDTH, HEIGHT, LENGTH = 48, 32, 12  # generated videos: 12 frames of 48x32
 BOX = (24, 0, 48, 32)  # the signer's box: the right half; columns 0-15 are black
-SPEC = ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2, trim=True)
+SPEC = ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2)
 
 
 def test_sampling_spans_the_whole_clip() -> None:
@@ -55,14 +56,24 @@ def _levels(frames: list[np.ndarray] | np.ndarray) -> list[int]:
     return [int(round(float(f[8:24, -8:].mean()) / 10) * 10) for f in frames]
 
 
-def test_decode_range_is_clamped_to_the_video(tmp_path: Path) -> None:
+def test_each_video_decides_whether_its_range_applies(tmp_path: Path) -> None:
+    """A video that reaches its range's end is the source (the range applies); one about as long as the range is
+    the sign already cut out (taken whole); any other is clamped to what it holds."""
     path = tmp_path / "v.mp4"
     write_frames(path, _frames(LENGTH), fps=25)
-    assert frame_range(3, 5) == (2, 5) and frame_range(1, -1) == (0, None) and frame_range(0, 2) == (0, 2)
-    assert _levels(decode(path, *frame_range(3, 5))[0]) == [50, 70, 90]
-    assert _levels(decode(path, *frame_range(10, 50))[0]) == [190, 210, 230]  # end past the video: clamped
-    assert _levels(decode(path, *frame_range(40, -1))[0]) == [230]  # start past the video: its last frame
-    assert decode(path, *frame_range(1, 2))[1] == 2  # decoding stops at the range's end
+
+    def levels(start: int, end: int) -> tuple[list[int], Span]:
+        frames, span = decode(path, partial(sign_span, start, end))
+        return _levels(frames), span
+
+    assert levels(3, 5) == ([50, 70, 90], Span(2, 5, "applied"))
+    assert levels(1, -1) == ([10 + 20 * k for k in range(LENGTH)], Span(0, LENGTH, "whole"))
+    assert levels(3, -1)[1] == Span(2, LENGTH, "applied")  # to the end of the source
+    assert levels(31, 42)[1] == Span(0, LENGTH, "ignored")  # 12 frames: the range's length, so already cut out
+    assert levels(61, 70)[1] == Span(0, LENGTH, "ignored")  # 3 frames off the range's 10: still the cut sign
+    assert levels(8, 30) == ([150, 170, 190, 210, 230], Span(7, LENGTH, "clamped"))  # ends inside a longer range
+    assert levels(20, 27)[1] == Span(0, LENGTH, "clamped")  # ends before the range starts: whole
+    assert decode(path, partial(sign_span, 1, 2))[1] == Span(0, 2, "applied")  # decoding stops at the range's end
 
 
 def test_writing_without_the_encoder_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +95,7 @@ def test_crop_none_pads_the_whole_frame(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     write_frames(path, _frames(LENGTH), fps=25)
     instance = load_index(_write_index(tmp_path, [("1", "train", 0, "u")])).instances[0]
-    clip = np.stack(process_clip(path, instance, ClipSpec(4, 24, "none", 0.0, trim=True)).images)
+    clip = np.stack(process_clip(path, instance, ClipSpec(4, 24, "none", 0.0)).images)
     assert clip.shape == (4, 24, 24, 3)
     assert clip[:, :3].max() < 8 and clip[:, -3:].max() < 8  # 48x32 -> 24x16, black bars above and below
     assert clip[-1, 12, -4].min() > 150  # the frame itself, whole: the bright band on the right
@@ -145,9 +156,9 @@ def _real_ids() -> list[tuple[str, str, int]]:
 def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A raw folder (index + videos) with real WLASL ids, and the ids by role.
 
-    Roles: missing, corrupt (cut off before its index: unreadable), truncated (a streaming file cut off), zero-frame,
-    short (3 frames), outside (its box lies outside the frame), dup (the same url and range as `dup_of`, another gloss
-    and set); the rest are plain.
+    Roles: missing, corrupt (cut off before its index: unreadable), truncated (a streaming file cut off), zero-frame
+    (whole, its frames' bytes zeroed), short (3 frames), outside (its box lies outside the frame), dup (the same url and
+    range as `dup_of`, another gloss and set); the rest are plain.
     """
     root = tmp_path_factory.mktemp("raw")
     ids = _real_ids()
@@ -174,7 +185,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]
     streaming = _faststart((videos / f"{roles['truncated']}.mp4").read_bytes())
     mdat = streaming.index(b"mdat") + 4  # the index is whole in both: they open, and declare 12 frames
     (videos / f"{roles['truncated']}.mp4").write_bytes(streaming[: (mdat + len(streaming)) // 2])
-    (videos / f"{roles['zero_frame']}.mp4").write_bytes(streaming[:mdat])
+    (videos / f"{roles['zero_frame']}.mp4").write_bytes(streaming[:mdat] + bytes(len(streaming) - mdat))
     return root, roles
 
 
@@ -191,7 +202,7 @@ def test_preprocess_reports_bad_videos(raw: tuple[Path, dict[str, str]], tmp_pat
     train_ids = [i.video_id for i in ids if i.split == "train"]
     assert quality["train"] == {
         "listed": 9, "present": 8, "readable": 5, "short": [roles["short"]], "bbox_fallback": [roles["outside"]],
-        "person_fallback": [], "range_ignored": [],
+        "person_fallback": [], "range_applied": train_ids[5:], "range_ignored": [], "range_clamped": [],
         "skipped": {"missing": [roles["missing"]], "unreadable": [roles["corrupt"]],
                     "zero_frame": [roles["zero_frame"]], "truncated": [roles["truncated"]]},
     }
@@ -205,7 +216,7 @@ def test_preprocess_reports_bad_videos(raw: tuple[Path, dict[str, str]], tmp_pat
     assert train["frames"] == [3, 8, 8, 8, 8]  # the short clip's 3 frames; the others' range 3-10
     assert train["skipped"] == {roles["missing"]: "missing", roles["corrupt"]: "unreadable",
                                 roles["truncated"]: "truncated", roles["zero_frame"]: "zero_frame"}
-    assert manifest["crop"] == "bbox" and manifest["trim"] is True and manifest["num_frames"] == 4
+    assert manifest["crop"] == "bbox" and manifest["num_frames"] == 4
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
         "manifest.json", "quality.json", "test-00000.npy", "train-00000.npy", "val-00000.npy"]
     clips, labels, skipped = load_set(tmp_path / "clips", "train")
@@ -216,20 +227,31 @@ def test_preprocess_reports_bad_videos(raw: tuple[Path, dict[str, str]], tmp_pat
     assert not (tmp_path / ".clips-work-").exists() and [p.name for p in tmp_path.iterdir()] == ["clips"]
 
 
-def test_precut_videos_are_not_trimmed(raw: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+def test_a_precut_copy_still_cuts_a_source_video(raw: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """A copy that says it is pre-cut, whose videos reach their ranges' end (12 frames, range 3-10): each is a source
+    video, so its range applies; a video cut to its range in the same copy is taken whole."""
     precut = tmp_path / "raw"
-    precut.mkdir()
-    for name in ("WLASL_v0.3.json", "videos"):
-        (precut / name).symlink_to(raw[0] / name)
+    (precut / "videos").mkdir(parents=True)
+    (precut / "WLASL_v0.3.json").symlink_to(raw[0] / "WLASL_v0.3.json")
+    for video in (raw[0] / "videos").iterdir():
+        (precut / "videos" / video.name).symlink_to(video)
+    cut = raw[1]["dup_of"]  # a val clip, cut to its range 3-10 as WLASL's start_kit cuts
+    (precut / "videos" / f"{cut}.mp4").unlink()
+    write_frames(precut / "videos" / f"{cut}.mp4", _frames(LENGTH)[2:10], fps=25)
     (precut / "source.json").write_text('{"source": "release", "precut": true}')
     quality = _run(precut, tmp_path / "clips", crop="center", drop_cross_split_duplicates=True)
     assert quality["precut"] is True and quality["duplicates"]["dropped"] == [raw[1]["dup"]]
     assert quality["test"]["listed"] == 2 and quality["train"]["bbox_fallback"] == []
-    short = raw[1]["short"]  # its range is the whole video (1, -1): nothing ignored; the others' 3-10 are ignored
-    stored = json.loads((tmp_path / "clips" / "manifest.json").read_text())["sets"]["train"]["video_ids"]
-    assert len(stored) == 5 and quality["train"]["range_ignored"] == [v for v in stored if v != short]
+    short = raw[1]["short"]  # its range is the whole video (1, -1): nothing to decide
+    stored = json.loads((tmp_path / "clips" / "manifest.json").read_text())["sets"]
+    assert quality["train"]["range_applied"] == [v for v in stored["train"]["video_ids"] if v != short]
+    val_ids = stored["val"]["video_ids"]
+    assert quality["val"]["range_ignored"] == [cut] and quality["val"]["range_applied"] == [v for v in val_ids
+                                                                                          if v != cut]
     clips, _, _ = load_set(tmp_path / "clips", "train")
-    assert _levels(clips[2]) == [30, 90, 150, 210]  # the whole 12 frames
+    assert _levels(clips[2]) == [70, 110, 150, 190]  # frames 3-10 of the 12
+    val, _, _ = load_set(tmp_path / "clips", "val")
+    assert _levels(val[val_ids.index(cut)]) == [70, 110, 150, 190]  # its 8 frames, whole: the same frames
 
 
 def test_too_many_missing_fails_before_decoding(raw: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
@@ -292,7 +314,7 @@ def slow(*args):
 
 module.process_clip = slow
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
-spec = clip.ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2, trim=True)
+spec = clip.ClipSpec(num_frames=4, frame_size=16, crop="bbox", bbox_margin=0.2)
 module.preprocess(load_index(raw / "WLASL_v0.3.json"), raw / "videos", out, spec, shard_size=2, workers=1)
 """
 

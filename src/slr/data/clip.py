@@ -1,4 +1,4 @@
-"""One clip from one video: which frames (trim to the sign, sample uniformly), which window (crop) and what size.
+"""One clip from one video: which frames (find the sign, sample uniformly), which window (crop) and what size.
 
 Everything here works on a single video, so preprocess.py can run it in any process, in any order, and get the same
 bytes; the parallel, restartable work over a whole index lives there.
@@ -16,7 +16,11 @@ import numpy as np
 
 from slr.data.metadata import Instance
 from slr.data.person import FRAMES, find_person
-from slr.data.video import VideoError, decode
+from slr.data.video import Span, VideoError, decode
+
+# A video cut to its sign may be a few frames longer or shorter than the sign's range (re-encoded, a frame dropped
+# or repeated); WLASL's start_kit cuts exactly, clamped where the source ends first.
+CUT_SLACK = 3
 
 
 @dataclass(frozen=True)
@@ -27,16 +31,16 @@ class ClipSpec:
     frame_size: int
     crop: str  # "bbox" (the instance's box), "person" (the people detected), "center" or "none" (whole frame, padded)
     bbox_margin: float  # added on each side of the box (bbox or person), as a fraction of its size
-    trim: bool  # cut to the instance's frame range; False for pre-cut videos
 
 
 @dataclass(frozen=True)
 class ClipResult:
     video_id: str
     images: list[np.ndarray]  # the clip: num_frames uint8 (H, W, C) RGB images; none if the video gave no clip
-    frames: int  # frames in the trimmed range, before sampling
+    frames: int  # frames of the sign (the span sampled), before sampling
     problem: str  # "" or one of quality.REASONS
     fallback: bool  # crop "bbox" with the box outside the frame, or "person" with nobody found: centre crop used
+    range: str = "whole"  # how the sign was found: sign_span's label
 
 
 def sample_indices(length: int, num_frames: int) -> np.ndarray:
@@ -48,13 +52,33 @@ def sample_indices(length: int, num_frames: int) -> np.ndarray:
     return np.floor((np.arange(num_frames) + 0.5) * length / num_frames).astype(np.int64)
 
 
-def frame_range(frame_start: int, frame_end: int) -> tuple[int, int | None]:
-    """WLASL's [frame_start, frame_end] (1-based, inclusive, -1 = to the end) as 0-based [first, stop).
+def sign_span(frame_start: int, frame_end: int, count: int) -> Span:
+    """Where an instance's sign is in its video of `count` frames, decided from the video's own length.
 
-    At least one frame; video.decode clamps the range to the frames the video really has.
+    WLASL's range [frame_start, frame_end] (1-based, inclusive; frame_end -1: to the end) refers to the source
+    video, and a copy may hold the source or the sign already cut out of it, clip by clip: WLASL's start_kit cuts
+    only what it downloaded from YouTube, and copies the whole video where frame_end is -1. The label says which:
+
+    - "whole": the range is the whole video (1, -1); nothing to decide.
+    - "applied": the video reaches frame_end (or frame_end is -1): it is the source, and the range applies.
+    - "ignored": the video is within CUT_SLACK frames of the range's length: the sign already cut out, taken whole.
+    - "clamped": neither: the range is clamped to the video (a video that ends before the range starts: whole).
+
+    The index's `fps` is not the file's and does not rescale the range: ranges are frame indices of the file.
     """
     first = max(frame_start, 1) - 1
-    return first, None if frame_end == -1 else max(frame_end, first + 1)
+    if frame_end == -1:
+        if first == 0:
+            return Span(0, count, "whole")
+        stop, length = count, None  # to the end: the source, whatever its length
+    else:
+        stop = max(frame_end, first + 1)
+        length = stop - first
+    if count >= stop > first:
+        return Span(first, stop, "applied")
+    if length is not None and abs(count - length) <= CUT_SLACK:
+        return Span(0, count, "ignored")
+    return Span(first, count, "clamped") if count > first else Span(0, count, "clamped")
 
 
 def crop_window(height: int, width: int, box: tuple[int, int, int, int] | None, crop: str, margin: float
@@ -121,29 +145,29 @@ class Shrink:
 
 
 def process_clip(path: Path, instance: Instance, spec: ClipSpec) -> ClipResult:
-    """Decode, trim, sample, crop and resize one video; a bad video yields a result with `problem` set."""
-    first, stop = frame_range(instance.frame_start, instance.frame_end) if spec.trim else (0, None)
+    """Decode, find the sign, sample, crop and resize one video; a bad video yields a result with `problem` set."""
+    span = partial(sign_span, instance.frame_start, instance.frame_end)
     pick = partial(sample_indices, num_frames=spec.num_frames)
     try:
         if spec.crop == "person":
-            images, length, fallback = _person_clip(path, first, stop, pick, spec)
+            images, sign, fallback = _person_clip(path, span, pick, spec)
         else:
             shrink = Shrink(instance.bbox, spec)
-            images, length = decode(path, first, stop, pick, shrink)
+            images, sign = decode(path, span, pick, shrink)
             fallback = shrink.fallback
     except VideoError as exc:
         return ClipResult(instance.video_id, [], 0, exc.reason, False)
     # Frames, not np.stack(frames): a fresh 2.4 MB array per clip (16x224x224) cost a third of the decoding.
-    return ClipResult(instance.video_id, images, length, "", fallback)
+    return ClipResult(instance.video_id, images, sign.stop - sign.start, "", fallback, sign.how)
 
 
-def _person_clip(path: Path, first: int, stop: int | None, pick: Callable[[int], np.ndarray], spec: ClipSpec
-                 ) -> tuple[list[np.ndarray], int, bool]:
+def _person_clip(path: Path, span: Callable[[int], Span], pick: Callable[[int], np.ndarray], spec: ClipSpec
+                 ) -> tuple[list[np.ndarray], Span, bool]:
     """The clip cropped to the people found on FRAMES of its sampled frames, at source resolution (the detector
-    needs the pixels a crop would drop); the frames, the range's length, and whether nobody was found."""
-    frames, length = decode(path, first, stop, pick)
+    needs the pixels a crop would drop); the frames, the sign's span, and whether nobody was found."""
+    frames, sign = decode(path, span, pick)
     searched = np.unique(sample_indices(len(frames), FRAMES))  # a clip of fewer frames searches each once
     height, width = frames[0].shape[:2]
     window, fallback = crop_window(height, width, find_person([frames[k] for k in searched]), "person",
                                    spec.bbox_margin)
-    return [to_square(frame, window, spec.frame_size) for frame in frames], length, fallback
+    return [to_square(frame, window, spec.frame_size) for frame in frames], sign, fallback

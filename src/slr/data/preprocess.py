@@ -1,7 +1,8 @@
 """Videos -> fixed-size uint8 clips in shards (see data/store.py), plus a manifest and the data-quality report.
 
-Each clip is made by data/clip.py (decoded once, trimmed to its sign's frame range unless the videos are pre-cut,
-sampled to `num_frames`, cropped and resized to `frame_size` x `frame_size`); this module runs that over a whole
+Each clip is made by data/clip.py (decoded once, cut to its sign where the video is the long source rather than the
+sign already cut out, sampled to `num_frames`, cropped and resized to `frame_size` x `frame_size`); this module runs
+that over a whole
 index on every core, writes the shards, the manifest and the report, and is restartable: finished shards go to a
 work folder beside the output, named by a hash of everything that determines the output, and a rerun with the same
 inputs resumes from them. DVC deletes a stage's outputs before it reruns the stage, so resumable work cannot live
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from slr import hub
 from slr.data import clip, person, quality, store, video
-from slr.data.clip import ClipResult, ClipSpec, frame_range, process_clip
+from slr.data.clip import ClipResult, ClipSpec, process_clip
 from slr.data.metadata import SETS, Index, Instance, load_index, read_copy, read_precut, read_resized
 from slr.data.quality import check_usable, select, set_quality
 from slr.data.store import MANIFEST, create_shard, shard_name, write_clip
@@ -52,8 +53,9 @@ def prepare_clips(
 ) -> dict:
     """Preprocess the `split` subset of the download stage's `raw_dir` into `out_dir`; return the quality report.
 
-    Reads WLASL_v0.3.json, source.json (pre-cut videos are not trimmed; resized ones do not take crop "bbox") and,
-    where present, nslt_N.json (compared with the index in the report).
+    Reads WLASL_v0.3.json, source.json (resized videos do not take crop "bbox"; whether the copy says it is pre-cut
+    goes into the report, but each clip's own length decides whether its range applies) and, where present,
+    nslt_N.json (compared with the index in the report).
     """
     precut, resized = read_precut(raw_dir), read_resized(raw_dir)
     if crop == "bbox" and resized:
@@ -64,7 +66,7 @@ def prepare_clips(
         )
     index = load_index(raw_dir / "WLASL_v0.3.json").subset(split)
     index, notes = select(index, drop_cross_split_duplicates, raw_dir / f"nslt_{split[3:]}.json")
-    spec = ClipSpec(num_frames, frame_size, crop, bbox_margin, trim=not precut)
+    spec = ClipSpec(num_frames, frame_size, crop, bbox_margin)
     return preprocess(index, raw_dir / "videos", out_dir, spec, notes={"precut": precut, "resized": resized, **notes},
                       max_missing=max_missing, copy=read_copy(raw_dir))
 
@@ -224,10 +226,8 @@ def _make_clip(path: Path, instance: Instance, spec: ClipSpec, shard: Path, row:
         instance.video_id, [], 0, "missing", False)
     if result.images:
         write_clip(shard, row, result.images)
-    whole = frame_range(instance.frame_start, instance.frame_end) == (0, None)
     return {"video_id": result.video_id, "frames": result.frames, "problem": result.problem,
-            "fallback": result.fallback, "range_ignored": not spec.trim and not whole,
-            "row": None if result.problem else row}
+            "fallback": result.fallback, "range": result.range, "row": None if result.problem else row}
 
 
 def _make_clips(jobs: list[Job]) -> list[dict]:

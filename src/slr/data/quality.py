@@ -13,11 +13,13 @@ from slr.data.metadata import Index, compare_nslt, cross_split_copies, duplicate
 from slr.errors import UserError
 
 REASONS: tuple[str, ...] = ("missing", "unreadable", "zero_frame", "truncated")  # why a video gave no clip
+RANGES: tuple[str, ...] = ("applied", "ignored", "clamped")  # clip.sign_span's labels, but "whole"
 
 
 def set_quality(records: list[dict], num_frames: int, crop: str) -> dict:
-    """One set's report from its per-clip records ({video_id, frames, problem, fallback, range_ignored}, in index
-    order), made with `crop`."""
+    """One set's report from its per-clip records ({video_id, frames, problem, fallback, range}, in index order),
+    made with `crop`. `range_*`: how each stored clip's frame range was taken (clip.sign_span): applied to a source
+    video, ignored in a clip already cut to it, or clamped to a video that fits neither."""
     stored = [r for r in records if not r["problem"]]
     skipped = {reason: [r["video_id"] for r in records if r["problem"] == reason] for reason in REASONS}
     fallback = [r["video_id"] for r in stored if r["fallback"]]  # centre crop: box outside the frame, nobody found
@@ -28,7 +30,7 @@ def set_quality(records: list[dict], num_frames: int, crop: str) -> dict:
         "short": [r["video_id"] for r in stored if r["frames"] < num_frames],  # kept: frames repeat evenly
         "bbox_fallback": fallback if crop == "bbox" else [],
         "person_fallback": fallback if crop == "person" else [],
-        "range_ignored": [r["video_id"] for r in stored if r["range_ignored"]],  # a frame range in a pre-cut copy
+        **{f"range_{how}": [r["video_id"] for r in stored if r["range"] == how] for how in RANGES},
         "skipped": skipped,
     }
 
