@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,8 +16,8 @@ from PIL import Image
 from slr.evaluate import Evaluation, by_gloss, compres, order_study, study_orderings
 from slr.metrics import Scored
 from slr.params import EvaluateParams
-from slr.plots import MAX_ORDER_SENSITIVE, MAX_SHOWN, Caption, confusion_figure, per_class_bar_figure, \
-    per_class_scores, write_plots
+from slr.plots import MAX_ORDER_SENSITIVE, MAX_SHOWN, OTHER, Caption, confusion_figure, confusion_records, \
+    per_class_bar_figure, per_class_scores, write_plots
 
 from conftest import REPO, sh
 from test_plots_html import chromium, declared_plots, drawn_views, needs_chromium, render, view_texts
@@ -81,10 +82,34 @@ def test_figures_say_which_classes_they_show() -> None:
     ordered = e.test["ordered"]
     confusion = confusion_figure(ordered, e.glosses, caption).axes[0].get_title()
     bars = per_class_bar_figure(per_class_scores(ordered, e.glosses), ordered, caption).axes[0].get_title()
-    assert confusion.startswith(f"Confusion matrix of the {MAX_SHOWN} most-confused glosses\n")
+    assert confusion.startswith(f"Confusion matrix of the {MAX_SHOWN} most-confused of the {GLOSSES} glosses with "
+                                "clips\n")
     assert bars.startswith(f"Per-class precision, recall and F1 of the {MAX_SHOWN} lowest-F1 of {GLOSSES} glosses\n")
     for title in (confusion, bars):
         assert "R3D_18, run burly-soul, test set (2000 glosses), ordered frames: top-1 0." in title
+
+
+def test_a_partial_copy_shows_only_the_glosses_that_have_clips(tmp_path: Path) -> None:
+    """20 test clips over 2,000 glosses, as a partial copy gives: the confusion plots show those 20 glosses (wrong
+    predictions into glosses without a clip go to ~other), not the first glosses of the index, and say so."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(100, 2000, 95)  # 20 glosses, none of the first 100
+    logits = torch.randn(len(labels), GLOSSES, generator=generator)
+    logits[torch.arange(0, 20, 2), labels[::2]] += 10.0  # half right
+    logits[torch.arange(1, 20, 2), torch.arange(10)] += 10.0  # half wrong, into glosses 0-9 (no clip)
+    logits[1, labels[3]] += 20.0  # one wrong into a gloss with clips
+    scored = Scored.from_logits(logits, labels)
+    glosses = [f"sign{i}" for i in range(GLOSSES)]
+    names = [f"{i:04d} sign{i}" for i in labels.tolist()]
+    figure = confusion_figure(scored, glosses, Caption("R3D_18", GLOSSES, "test", "ordered frames"))
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_yticklabels()] == names
+    assert [t.get_text() for t in axes.get_xticklabels()] == names + [OTHER]
+    assert axes.get_title().startswith("Confusion matrix of the 20 glosses with clips\nR3D_18, test set (2000 glosses)")
+    matrix = axes.images[0].get_array()
+    assert matrix[:, -1].sum() == 9 and matrix[1, 3] == 1 and np.trace(matrix) == 10  # ~other, the swap, right
+    records = confusion_records(scored, glosses)
+    assert {r["actual"] for r in records} == set(names) and {r["predicted"] for r in records} - set(names) == {OTHER}
 
 
 @pytest.mark.slow

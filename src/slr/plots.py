@@ -58,13 +58,13 @@ def label_names(glosses: list[str]) -> list[str]:
 
 
 def most_confused(labels: np.ndarray, predicted: np.ndarray, classes: int, count: int = MAX_SHOWN) -> np.ndarray:
-    """The `count` classes with the most wrong predictions into or out of them (all, if there are no more), in
-    label order."""
+    """Of the classes that have clips in the set, the `count` with the most wrong predictions into or out of them
+    (all, if there are no more), in label order. A class without a clip has no row to show: a partial copy may
+    hold 20 test clips of 2,000 glosses."""
     matrix = confusion_matrix(labels, predicted, labels=range(classes))
-    if classes <= count:
-        return np.arange(classes)
-    errors = matrix.sum(0) + matrix.sum(1) - 2 * np.diag(matrix)
-    return np.sort(np.argsort(-errors, kind="stable")[:count])
+    present = np.flatnonzero(matrix.sum(1))
+    errors = (matrix.sum(0) + matrix.sum(1) - 2 * np.diag(matrix))[present]
+    return np.sort(present[np.argsort(-errors, kind="stable")[:count]])
 
 
 def confusion_records(scored: Scored, glosses: list[str]) -> list[dict[str, str]]:
@@ -146,8 +146,9 @@ def test_figures(scored: Scored, glosses: list[str], caption: Caption, names: li
 
 
 def confusion_figure(scored: Scored, glosses: list[str], caption: Caption) -> plt.Figure:
-    """Confusion matrix, actual glosses on the rows, predictions on the columns, both in label order; beyond
-    MAX_SHOWN classes, the most-confused ones, with a last column for predictions outside them."""
+    """Confusion matrix, actual glosses on the rows, predictions on the columns, both in label order: the glosses
+    that have clips in the set, beyond MAX_SHOWN the most-confused of them, with a last column for predictions
+    outside them; the title says how many."""
     labels, predicted = scored.labels.numpy(), scored.predicted.numpy()
     shown = most_confused(labels, predicted, len(glosses))
     full = confusion_matrix(labels, predicted, labels=range(len(glosses)))
@@ -158,7 +159,9 @@ def confusion_figure(scored: Scored, glosses: list[str], caption: Caption) -> pl
     if len(shown) < len(glosses):
         matrix = np.column_stack([matrix, full[shown].sum(1) - matrix.sum(1)])
         column_names.append(OTHER)
-        what += f" of the {len(shown)} most-confused glosses"
+        present = int(np.count_nonzero(full.sum(1)))
+        what += (f" of the {len(shown)} most-confused of the {present} glosses with clips" if len(shown) < present
+                 else f" of the {present} glosses with clips")
     side = 3.5 + 0.25 * len(shown)
     fig, ax = plt.subplots(figsize=(side + 1, side))
     ax.imshow(matrix, cmap="Blues")
