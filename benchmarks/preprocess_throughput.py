@@ -7,7 +7,11 @@ a fresh file, and do nothing else: on a slow disk, storing the clips alone can c
 Runs alternate, each `--repeats` times; the figure is the ratio of the medians (target: at most 1.25).
 
 Input (benchmarks/common.py): `--codec mp4v` 256x256 clips (OpenCV's own encoder), or `--codec h264` clips of any
-`--shape`, as real WLASL copies are (needs `pip install -r benchmarks/requirements.txt`).
+`--shape`, as real WLASL copies are (needs `pip install -r benchmarks/requirements.txt`); or `--real DIR`, real WLASL
+clips as a copy holds them (DIR/clips.json and DIR/videos: ../shared/wlasl-real), at their mixed resolutions, timed
+all together and per resolution class. With `--real`, `--decoders` also times what could lower the decoding: FFmpeg's
+decoding threads (1, or one a core, in OpenCV and in the pipeline itself), decoding only up to the last sampled frame,
+and PyAV decoding with and without H.264's in-loop deblocking filter (skip_loop_filter, which OpenCV cannot set).
 
 `--person-clips N`: crop "person" against crop "center" on N of the clips, alternating; the difference is the
 detector's cost, given per clip in time of one core (wall time x processes / clips). Real COCO weights are used
@@ -18,17 +22,20 @@ benchmarks/scratch/torch: the same work a frame, but nobody is found, so every c
     PYTHONPATH=src python benchmarks/preprocess_throughput.py --clips 500 --frame-size 224
     PYTHONPATH=src python benchmarks/preprocess_throughput.py --codec h264 --shape 320x240 --frame-size 112 224 256 \
         --person-clips 100 --detectors
+    PYTHONPATH=src python benchmarks/preprocess_throughput.py --real ../shared/wlasl-real --frame-size 112 --decoders
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -38,9 +45,9 @@ from torchvision.models import get_model
 
 from common import CODECS, SCRATCH, machine, video_set
 from slr import hub
-from slr.data import person
-from slr.data.clip import ClipSpec
-from slr.data.metadata import Index
+from slr.data import person, video
+from slr.data.clip import ClipSpec, sample_indices
+from slr.data.metadata import Index, Instance
 from slr.data.preprocess import preprocess
 
 # The COCO detectors small enough for a CPU, and their own score-threshold argument (set to person.MIN_SCORE: the
@@ -120,6 +127,106 @@ def against_decoding(index: Index, video_dir: Path, args: argparse.Namespace, wo
     print(f"preprocess / decode-only: {statistics.median(times['preprocess']) / decode:.3f} (target <= 1.25)")
 
 
+# Real clips' resolution classes, by frame height (WLASL's sources: 288x192 to 1920x1080).
+CLASSES = {"<=240p": (0, 240), "360-480p": (241, 480), "720p": (481, 720), "1080p": (721, 1080)}
+
+
+def real_clips(folder: Path) -> tuple[Index, Path, dict[str, Index], dict[str, int]]:
+    """The real clips of `folder` as an index of whole, pre-cut train clips (as their instances are), the videos'
+    folder, the index of each resolution class, and each clip's decoded frames (clips.json)."""
+    if not (folder / "clips.json").is_file():
+        raise SystemExit(f"--real {folder}: no clips.json there (the real WLASL clips: ../shared/wlasl-real)")
+    clips = json.loads((folder / "clips.json").read_text())
+    glosses = sorted({c["gloss"] for c in clips})
+    instances = tuple(Instance(c["video_id"], glosses.index(c["gloss"]), "train", 1, -1,
+                               (0, 0, c["decoded"]["width"], c["decoded"]["height"]), 0) for c in clips)
+    height = {c["video_id"]: c["decoded"]["height"] for c in clips}
+    index = Index(tuple(glosses), instances)
+    classes = {name: Index(index.glosses, tuple(i for i in instances if low <= height[i.video_id] <= high))
+               for name, (low, high) in CLASSES.items()}
+    return index, folder / "videos", classes, {c["video_id"]: c["decoded"]["frames"] for c in clips}
+
+
+def grab_frames(path: Path, threads: int, upto: int | None = None) -> int:
+    """Decode the frames of `path` without converting any (OpenCV grab): the decoding alone, with `threads` FFmpeg
+    threads (0: one a core); `upto`: stop after the last of that many frames sampled uniformly."""
+    capture = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
+    stop = None if upto is None else int(sample_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), upto)[-1]) + 1
+    count = 0
+    while (stop is None or count < stop) and capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+def pyav_frames(path: Path, skip_loop_filter: bool) -> int:
+    """Decode every frame of `path` with PyAV on one thread, optionally without the in-loop deblocking filter."""
+    import av  # benchmark-only dependency
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        if skip_loop_filter:
+            stream.codec_context.options = {"skip_loop_filter": "all"}
+        return sum(1 for _ in container.decode(stream))
+
+
+def pooled(work: Callable[[Path], int], paths: list[Path], workers: int) -> int:
+    with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        return sum(pool.map(work, paths, chunksize=1))
+
+
+def real_against_decoding(index: Index, video_dir: Path, classes: dict[str, Index], frames: dict[str, int],
+                          args: argparse.Namespace, workers: int, frame_size: int) -> None:
+    """Decode-only and preprocess on the real clips, all together and per resolution class, alternating; with
+    --decoders, the decoding variants too. One table row per group: medians, clips/s, the ratio."""
+    spec = ClipSpec(args.num_frames, frame_size, crop="center", bbox_margin=0.0)
+    out = SCRATCH / "clips"
+    runs: dict[str, Callable[[Index, list[Path]], object]] = {
+        "decode-only": lambda _, paths: decode_only(paths, workers),
+        "preprocess": lambda group, _: preprocess(group, video_dir, out, spec, sets=("train",)),
+    }
+    if args.decoders:
+        runs |= {
+            "grab, threads 1": lambda _, paths: pooled(partial(grab_frames, threads=1), paths, workers),
+            "grab, threads/core": lambda _, paths: pooled(partial(grab_frames, threads=0), paths, workers),
+            "grab to last sampled": lambda _, paths: pooled(partial(grab_frames, threads=0, upto=args.num_frames),
+                                                            paths, workers),
+            "pyav, threads 1": lambda _, paths: pooled(partial(pyav_frames, skip_loop_filter=False), paths, workers),
+            "pyav, no deblocking": lambda _, paths: pooled(partial(pyav_frames, skip_loop_filter=True), paths,
+                                                           workers),
+            "preprocess, threads 1": lambda group, _: threads_of(1, lambda: preprocess(group, video_dir, out, spec,
+                                                                                      sets=("train",))),
+        }
+    groups = {"all": index, **classes}
+    times = {(g, r): [] for g in groups for r in runs}
+    for _ in range(args.repeats):
+        for name, group in groups.items():
+            paths = [video_dir / f"{i.video_id}.mp4" for i in group.instances]
+            for run, work in runs.items():
+                shutil.rmtree(out, ignore_errors=True)
+                times[name, run].append(timed(lambda: work(group, paths)))
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"real clips, {workers} processes, preprocess to {args.num_frames}x{frame_size}x{frame_size} "
+          f"(crop center), medians of {args.repeats} alternating runs")
+    print("| clips | n | frames | " + " | ".join(runs) + " | **preprocess / decode-only** |")
+    print("|---" * (len(runs) + 4) + "|")
+    for name, group in groups.items():
+        clips = len(group.instances)
+        medians = {run: statistics.median(times[name, run]) for run in runs}
+        cells = " | ".join(f"{t:.2f} s ({clips / t:.1f}/s)" for t in medians.values())
+        print(f"| {name} | {clips} | {sum(frames[i.video_id] for i in group.instances)} | {cells} | **{medians['preprocess'] / medians['decode-only']:.3f}** |")
+
+
+def threads_of(threads: int, run: Callable[[], object]) -> object:
+    """`run` with the pipeline's FFmpeg decoding threads set to `threads` (its workers fork after this is set)."""
+    default, video.DECODER_THREADS = video.DECODER_THREADS, threads
+    try:
+        return run()
+    finally:
+        video.DECODER_THREADS = default
+
+
 def person_weights() -> str:
     """Make crop "person" runnable offline: untrained weights in a scratch TORCH_HOME where the cache has none."""
     if hub.cache_path(person.WEIGHTS.url).is_file():
@@ -179,11 +286,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--person-clips", type=int, default=0, help="also time crop person on this many clips")
     parser.add_argument("--detectors", action="store_true", help="also time the candidate detectors a frame")
+    parser.add_argument("--real", type=Path, help="real WLASL clips instead (clips.json, videos/), e.g. "
+                                                   "../shared/wlasl-real")
+    parser.add_argument("--decoders", action="store_true", help="with --real, also time the decoding variants")
     args = parser.parse_args()
     args.width, args.height = (int(v) for v in args.shape.split("x"))
-    index, video_dir = video_set(args.clips, args.codec, (args.width, args.height))
     workers = os.cpu_count() or 1
     print(f"machine: {machine()}")
+    if args.real:
+        index, video_dir, classes, frames = real_clips(args.real)
+        for frame_size in args.frame_size:
+            real_against_decoding(index, video_dir, classes, frames, args, workers, frame_size)
+        print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        return
+    index, video_dir = video_set(args.clips, args.codec, (args.width, args.height))
     for frame_size in args.frame_size:
         against_decoding(index, video_dir, args, workers, frame_size)
     if args.person_clips:

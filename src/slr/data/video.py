@@ -29,6 +29,8 @@ DECLARED_SLACK = 3
 TRUNCATED_BELOW = 0.9
 # MPEG-4 Part 2: the one encoder every OpenCV build can write (the pip wheels have no H.264 encoder).
 FOURCC = "mp4v"
+# FFmpeg's decoding threads per video; 0: FFmpeg's default (one a core).
+DECODER_THREADS = 0
 
 
 class VideoError(Exception):
@@ -105,7 +107,7 @@ def decode(
 @contextmanager
 def _open(path: Path) -> Iterator[cv2.VideoCapture]:
     """`cv2.VideoCapture` of `path`, released on exit; VideoError "unreadable" where it does not open."""
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, DECODER_THREADS])
     try:
         if not capture.isOpened():
             raise VideoError("unreadable", path)
