@@ -72,10 +72,10 @@ class NsltComparison:
 
 
 def read_precut(raw_dir: str | Path) -> bool:
-    """Whether the raw videos are already cut to their instances (`precut` in the download stage's source.json).
-
-    Pre-cut copies (the release archive, most local copies) must not be trimmed again: their frame ranges refer to
-    the long source videos. No source.json means the synthetic source, whose videos still hold the idle frames.
+    """Whether the raw videos are meant to be cut to their instances already (`precut` in the download stage's
+    source.json): the release archive and local copies say so, the synthetic source does not (no source.json: the
+    synthetic source). What a copy says, for the report: a real copy mixes cut clips and source videos, so each
+    clip decides from its own length whether its frame range applies (clip.sign_span).
     """
     return _source_flag(raw_dir, "precut")
 

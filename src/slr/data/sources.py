@@ -29,8 +29,9 @@ from slr.params import LocalParams, ReleaseParams, SyntheticParams
 
 INDEX = "WLASL_v0.3.json"
 ARCHIVES = {"splits": "splits.zip", "videos": "WLASL2000.zip"}  # the names the original README downloads to
-# WLASL's start_kit writes <video_id>.mp4 already cut to the instance's frame range, so preprocess must not trim the
-# released or local clips again; the synthetic videos are full length, with idle frames around the sign.
+# WLASL's start_kit writes <video_id>.mp4 cut to the instance's frame range where it can, and the release holds such
+# clips; the synthetic videos are full length, with idle frames around the sign. Preprocess reports this, and decides
+# clip by clip (clip.sign_span): a local copy can hold a long source video beside cut clips.
 PRECUT = {"synthetic": False, "release": True, "local": True}
 # The release archives' clips were also resized to 256x256, so WLASL's boxes (source pixels) do not fit them; the
 # start_kit writes clips at the source's resolution, and the synthetic boxes are drawn at the videos' own size.
