@@ -209,13 +209,20 @@ def real_against_decoding(index: Index, video_dir: Path, classes: dict[str, Inde
     shutil.rmtree(out, ignore_errors=True)
     print(f"real clips, {workers} processes, preprocess to {args.num_frames}x{frame_size}x{frame_size} "
           f"(crop center), medians of {args.repeats} alternating runs")
-    print("| clips | n | frames | " + " | ".join(runs) + " | **preprocess / decode-only** |")
-    print("|---" * (len(runs) + 4) + "|")
-    for name, group in groups.items():
-        clips = len(group.instances)
-        medians = {run: statistics.median(times[name, run]) for run in runs}
-        cells = " | ".join(f"{t:.2f} s ({clips / t:.1f}/s)" for t in medians.values())
-        print(f"| {name} | {clips} | {sum(frames[i.video_id] for i in group.instances)} | {cells} | **{medians['preprocess'] / medians['decode-only']:.3f}** |")
+    medians = {key: statistics.median(ts) for key, ts in times.items()}
+    variants = sorted((r for r in runs if r != "decode-only"), key=lambda r: r.startswith("preprocess"))
+    for columns in (["decode-only", "preprocess"], variants if args.decoders else []):
+        if not columns:
+            continue
+        print("\n| clips | n | frames | " + " | ".join(columns) + (" | **preprocess / decode-only** |"
+                                                               if "decode-only" in columns else " |"))
+        print("|---" * (3 + len(columns) + ("decode-only" in columns)) + "|")
+        for name, group in groups.items():
+            clips = len(group.instances)
+            cells = " | ".join(f"{medians[name, run]:.2f} s ({clips / medians[name, run]:.1f}/s)" for run in columns)
+            ratio = (f" | **{medians[name, 'preprocess'] / medians[name, 'decode-only']:.2f}**"
+                     if "decode-only" in columns else "")
+            print(f"| {name} | {clips} | {sum(frames[i.video_id] for i in group.instances)} | {cells}{ratio} |")
 
 
 def threads_of(threads: int, run: Callable[[], object]) -> object:

@@ -12,6 +12,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -74,6 +75,23 @@ def test_each_video_decides_whether_its_range_applies(tmp_path: Path) -> None:
     assert levels(8, 30) == ([150, 170, 190, 210, 230], Span(7, LENGTH, "clamped"))  # ends inside a longer range
     assert levels(20, 27)[1] == Span(0, LENGTH, "clamped")  # ends before the range starts: whole
     assert decode(path, partial(sign_span, 1, 2))[1] == Span(0, 2, "applied")  # decoding stops at the range's end
+
+
+def test_a_container_that_is_not_mp4_is_judged_by_its_frame_count(tmp_path: Path) -> None:
+    """An AVI named .mp4 (OpenCV opens it by its content): whole, it decodes; cut in half, its stream ends far from
+    the 30 frames its header declares, and it is truncated. Its RIFF chunks are not read as MP4 boxes."""
+    path = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (WIDTH, HEIGHT))
+    for frame in _frames(30):
+        writer.write(frame)
+    writer.release()
+    data = (tmp_path / "v.avi").read_bytes()
+    path.write_bytes(data)
+    assert not video.cut_off(path) and len(decode(path)[0]) == 30
+    path.write_bytes(data[: len(data) // 2])
+    assert not video.cut_off(path)
+    with pytest.raises(video.VideoError, match="truncated"):
+        decode(path)
 
 
 def test_writing_without_the_encoder_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

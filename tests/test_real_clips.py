@@ -155,7 +155,7 @@ def test_files_cut_off_mid_download_give_no_clip(real: dict[str, dict], tmp_path
         data = _video(video_id).read_bytes()
         cuts = {"half": len(data) // 2}
         if (end := _index_end(data)) is not None:
-            cuts["after_index"] = end + 16  # the index and the media data's header
+            cuts["after_index"] = end + 16  # the index and the headers of the boxes after it
         for name, size in cuts.items():
             path = tmp_path / f"{video_id}-{name}.mp4"
             path.write_bytes(data[:size])

@@ -156,6 +156,8 @@ def cut_off(path: Path) -> bool:
     with path.open("rb") as file:
         try:
             top = list(_boxes(file, 0, size))
+            if not top or top[0][0] not in FIRST_BOXES:  # not ISO-BMFF (an AVI, say): nothing to read here
+                return False
             moov = next((box for kind, box in top if kind == b"moov"), None)
             return any(box[1] > size for _, box in top) or (
                 moov is not None and any(end > size for end in _video_data_ends(file, moov)))
@@ -164,14 +166,18 @@ def cut_off(path: Path) -> bool:
 
 
 Box = tuple[int, int]  # the file offsets of a box's content and of its end
+FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"}  # what an MP4 or QuickTime file starts with
 
 
 def _boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, Box]]:
     """The boxes (ISO/IEC 14496-12) between `start` and `end`: type, content offset, and the end the box claims
-    (past `end` where the file is cut off; the walk stops there)."""
+    (past `end` where the file is cut off; the walk stops there). Bytes that are no box (a type that is not four
+    printable characters: trailing junk) end the walk."""
     while start + 8 <= end:
         file.seek(start)
         size, kind = struct.unpack(">I4s", file.read(8))
+        if not all(32 <= c < 127 for c in kind):
+            return
         head = 8
         if size == 1:  # a 64-bit size follows the type
             size, head = struct.unpack(">Q", file.read(8))[0], 16
