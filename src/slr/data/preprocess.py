@@ -2,11 +2,10 @@
 
 Each clip is made by data/clip.py (decoded once, cut to its sign where the video is the long source rather than the
 sign already cut out, sampled to `num_frames`, cropped and resized to `frame_size` x `frame_size`); this module runs
-that over a whole
-index on every core, writes the shards, the manifest and the report, and is restartable: finished shards go to a
-work folder beside the output, named by a hash of everything that determines the output, and a rerun with the same
-inputs resumes from them. DVC deletes a stage's outputs before it reruns the stage, so resumable work cannot live
-inside `out_dir`; the complete work folder is renamed onto it.
+that over a whole index on every core, writes the shards, the manifest and the report, and is restartable: finished
+shards go to a work folder beside the output, named by a hash of everything that determines the output, and a rerun
+with the same inputs resumes from them. DVC deletes a stage's outputs before it reruns the stage, so resumable work
+cannot live inside `out_dir`; the complete work folder is renamed onto it.
 """
 
 from __future__ import annotations
