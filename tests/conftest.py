@@ -53,13 +53,14 @@ def offline_server(request: pytest.FixtureRequest) -> Iterator[str]:
     listener.close()
 
 
-# The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute.
+# The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute. They run on the CPU
+# wherever they run (their expectations are the CPU's: exact repeats, "2 x cpu"); the CUDA tests ask for the GPU.
 TINY = {
     "data": {"synthetic": {"pairs": 2, "signers": 3, "train_per_class": 6, "val_per_class": 2, "test_per_class": 3,
                            "video_size": 32}},
     "preprocess": {"num_frames": 8, "frame_size": 20},
-    "train": {"epochs": 2, "batch_size": 4, "crop_size": 16},
-    "evaluate": {"batch_size": 5, "sweep_count": 4},
+    "train": {"epochs": 2, "batch_size": 4, "crop_size": 16, "device": "cpu"},
+    "evaluate": {"batch_size": 5, "sweep_count": 4, "device": "cpu"},
 }
 
 
