@@ -64,6 +64,25 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="session")
+def small_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """raw/ (a synthetic WLASL copy of 4 glosses) and clips/ (its 8-frame clips of 20 x 20) in one folder, made
+    without DVC: for tests that train or score a model directly."""
+    from slr.data.clip import ClipSpec
+    from slr.data.metadata import load_index
+    from slr.data.preprocess import preprocess
+    from slr.data.synthetic import generate
+    from slr.params import SyntheticParams
+
+    root = tmp_path_factory.mktemp("small")
+    generate(SyntheticParams(seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3,
+                             video_size=32, fps=25), root / "raw")
+    index = load_index(root / "raw" / "WLASL_v0.3.json").subset("asl100")
+    preprocess(index, root / "raw" / "videos", root / "clips",
+               ClipSpec(num_frames=8, frame_size=20, crop="center", bbox_margin=0.0, trim=True), workers=1)
+    return root
+
+
 def train_params(**overrides: object) -> TrainParams:
     """params.yaml's train section with `overrides` (nested sections as dicts), e.g. train_params(epochs=1)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())["train"]

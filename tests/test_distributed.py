@@ -30,7 +30,7 @@ def main():
 run_main(main)
 """
 LAUNCH = "import sys; from slr.cli import run_main; from slr.distributed import relaunch; " \
-         "run_main(lambda: sys.exit(relaunch(2, [sys.argv[1]])))"
+         "run_main(lambda: sys.exit(relaunch(2, [sys.argv[1]], 1)))"
 
 
 def _launch(tmp_path: Path, rank: int, action: str) -> subprocess.CompletedProcess:

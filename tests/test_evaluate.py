@@ -15,10 +15,6 @@ import torch
 
 from slr.batches import eval_loader
 from slr.data.dataset import ClipDataset
-from slr.data.clip import ClipSpec
-from slr.data.metadata import load_index
-from slr.data.preprocess import preprocess
-from slr.data.synthetic import generate
 from slr.data.transforms import three_crops
 from slr.distributed import Process
 from slr.errors import UserError
@@ -32,27 +28,22 @@ from slr.evaluate import (
     val_consistent,
 )
 from slr.inference import Feed, Views, predict
-from slr.params import EvaluateParams, SyntheticParams
+from slr.params import EvaluateParams
 from slr.train import train
 
 from conftest import train_params
 
-SMALL = SyntheticParams(
-    seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, video_size=32, fps=25
-)
 CPU = torch.device("cpu")
 P = EvaluateParams(device="cpu", batch_size=5, shuffle_seed=1, sweep_count=4, sweep_seed=0, bootstrap_samples=200,
                    bootstrap_seed=0)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """raw/, clips/ (8 frames of 20x20) and models/best.pth of one epoch of R3D_18 on 4 synthetic classes."""
+def trained(small_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """raw/, clips/ (conftest.small_clips) and models/best.pth of one epoch of R3D_18 on the CPU."""
     root = tmp_path_factory.mktemp("evaluate")
-    generate(SMALL, root / "raw")
-    index = load_index(root / "raw" / "WLASL_v0.3.json").subset("asl100")
-    spec = ClipSpec(num_frames=8, frame_size=20, crop="center", bbox_margin=0.0, trim=True)
-    preprocess(index, root / "raw" / "videos", root / "clips", spec, workers=1)
+    for name in ("raw", "clips"):
+        (root / name).symlink_to(small_clips / name)
     train(root / "clips", root / "models", root / "live", model_name="R3D_18", seed=0,
           p=train_params(epochs=1, batch_size=4, crop_size=16), device_type="cpu")
     return root

@@ -29,7 +29,7 @@ from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import EarlyStoppingParams, SchedulerParams
 from slr.checkpoint import Run, resume, save_checkpoint
 from slr.inference import Feed
-from slr.train import accumulation_sizes, rewind_live, seed_epoch, seed_everything, train_epoch
+from slr.train import accumulation_sizes, rewind_live, seed_epoch, train_epoch
 
 from conftest import REPO, TINY, tiny_params_file, repro_until_epoch_one, sh, train_params
 
@@ -275,23 +275,6 @@ def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path, nproc: i
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: train.batch_size 500 is larger than the training set (24 clips)"]  # once, not per rank
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("amp", ["bf16", "fp16", "off"])
-def test_amp_and_channels_last_learn_on_cuda(amp: str) -> None:
-    device = torch.device("cuda")
-    p = train_params(amp=amp, channels_last=True, backbone_lr=1e-3, head_lr=1e-3)
-    feed = Feed.choose(p.amp, p.channels_last, device, (0.45,) * 3, (0.225,) * 3)
-    assert feed.autocast == {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-    seed_everything(0)
-    model = build_model("R3D_18", num_classes=4, dropout=0.0).to(device).to(memory_format=torch.channels_last_3d)
-    run = Run(model, "R3D_18", p, device)
-    assert run.scaler.is_enabled() == (amp == "fp16")
-    batch = [(torch.randint(0, 256, (8, 8, 32, 32, 3), dtype=torch.uint8), torch.arange(8) % 4)]
-    process = Process(0, 1, device)
-    losses = [train_epoch(model, batch, [8], 1, run.optimizer, run.scaler, feed, process).loss for _ in range(15)]
-    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0] / 2
 
 
 # --- GPU-run hazards, reproduced on the CPU -----------------------------------------------------------------------
