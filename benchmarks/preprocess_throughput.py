@@ -200,15 +200,18 @@ def real_against_decoding(index: Index, video_dir: Path, classes: dict[str, Inde
         }
     groups = {"all": index, **classes}
     times = {(g, r): [] for g in groups for r in runs}
+    loads = []  # the 1-minute load average as each run starts: how quiet the machine stayed
     for _ in range(args.repeats):
         for name, group in groups.items():
             paths = [video_dir / f"{i.video_id}.mp4" for i in group.instances]
             for run, work in runs.items():
                 shutil.rmtree(out, ignore_errors=True)
+                loads.append(os.getloadavg()[0])
                 times[name, run].append(timed(lambda: work(group, paths)))
     shutil.rmtree(out, ignore_errors=True)
     print(f"real clips, {workers} processes, preprocess to {args.num_frames}x{frame_size}x{frame_size} "
-          f"(crop center), medians of {args.repeats} alternating runs")
+          f"(crop center), medians of {args.repeats} alternating runs; load average as runs started "
+          f"{min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f})")
     medians = {key: statistics.median(ts) for key, ts in times.items()}
     variants = sorted((r for r in runs if r != "decode-only"), key=lambda r: r.startswith("preprocess"))
     for columns in (["decode-only", "preprocess"], variants if args.decoders else []):
