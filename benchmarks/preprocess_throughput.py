@@ -10,8 +10,9 @@ Input (benchmarks/common.py): `--codec mp4v` 256x256 clips (OpenCV's own encoder
 `--shape`, as real WLASL copies are (needs `pip install -r benchmarks/requirements.txt`); or `--real DIR`, real WLASL
 clips as a copy holds them (DIR/clips.json and DIR/videos: ../shared/wlasl-real), at their mixed resolutions, timed
 all together and per resolution class. With `--real`, `--decoders` also times what could lower the decoding: FFmpeg's
-decoding threads (1, or one a core, in OpenCV and in the pipeline itself), decoding only up to the last sampled frame,
-and PyAV decoding with and without H.264's in-loop deblocking filter (skip_loop_filter, which OpenCV cannot set).
+decoding threads (1, the pipeline's video.DECODER_THREADS, or one a core, OpenCV's default: decoding alone and in the
+pipeline), decoding only up to the last sampled frame, and PyAV decoding with and without H.264's in-loop deblocking
+filter (skip_loop_filter, which OpenCV cannot set).
 
 `--person-clips N`: crop "person" against crop "center" on N of the clips, alternating; the difference is the
 detector's cost, given per clip in time of one core (wall time x processes / clips). Real COCO weights are used
@@ -57,8 +58,9 @@ DETECTORS = {"ssdlite320_mobilenet_v3_large": "score_thresh",
 
 
 def count_frames(path: Path) -> int:
-    """Decode every frame of `path` and throw it away: the least any preprocessing must do."""
-    capture = cv2.VideoCapture(str(path))
+    """Decode every frame of `path` and throw it away: the least any preprocessing must do (with the pipeline's
+    FFmpeg decoding threads)."""
+    capture = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, video.DECODER_THREADS])
     count = 0
     while capture.read()[0]:
         count += 1
@@ -195,8 +197,8 @@ def real_against_decoding(index: Index, video_dir: Path, classes: dict[str, Inde
             "pyav, threads 1": lambda _, paths: pooled(partial(pyav_frames, skip_loop_filter=False), paths, workers),
             "pyav, no deblocking": lambda _, paths: pooled(partial(pyav_frames, skip_loop_filter=True), paths,
                                                            workers),
-            "preprocess, threads 1": lambda group, _: threads_of(1, lambda: preprocess(group, video_dir, out, spec,
-                                                                                      sets=("train",))),
+            "preprocess, threads/core": lambda group, _: threads_of(0, lambda: preprocess(group, video_dir, out, spec,
+                                                                                         sets=("train",))),
         }
     groups = {"all": index, **classes}
     times = {(g, r): [] for g in groups for r in runs}

@@ -29,8 +29,10 @@ DECLARED_SLACK = 3
 TRUNCATED_BELOW = 0.9
 # MPEG-4 Part 2: the one encoder every OpenCV build can write (the pip wheels have no H.264 encoder).
 FOURCC = "mp4v"
-# FFmpeg's decoding threads per video; 0: FFmpeg's default (one a core).
-DECODER_THREADS = 0
+# FFmpeg's decoding threads per video (0: one a core, OpenCV's default). One: preprocessing runs a process a core
+# already, and on the real clips, quiet, one thread took 8% less time in all (37% less on clips of 240 lines or
+# fewer, whose thread start-up weighs most), the same on 1080p (BENCHMARKS.md). The frames are the same bytes.
+DECODER_THREADS = 1
 
 
 class VideoError(Exception):
