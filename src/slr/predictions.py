@@ -38,7 +38,8 @@ class Predictions:
     reversed: list[int]
 
     def __post_init__(self) -> None:
-        lengths = {len(getattr(self, name)) for name in COLUMNS[1:]}
+        columns = (self.labels, self.ordered, self.ordered_top5, self.shuffled, self.reversed)
+        lengths = {len(column) for column in columns}
         if lengths != {len(self.video_ids)}:
             raise ValueError(f"per-clip columns of unequal lengths: {len(self.video_ids)} ids, {sorted(lengths)}")
 

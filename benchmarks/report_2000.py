@@ -1,0 +1,111 @@
+"""How long `slr-report` takes on a pair of 2,000-gloss runs (a script, not a test; figures go to BENCHMARKS.md).
+
+It builds, once, a git repository in benchmarks/scratch/report-2000/ from this checkout's tracked files: the synthetic
+set at 2,000 glosses (data.split asl2000, 2 training, 1 val and `--test-per-class` test clips per gloss, 8 frames of
+28 px, 1 epoch), `dvc repro` with R3D_18 committed as the base and with MC3_18 committed on top. Then it times, side by
+side in one run, `dvc plots diff --json BASE TARGET` (the reference: the step of DVC that the report builds on) and
+`slr-report BASE TARGET` (everything, plots rendered), each `--repeat` times, and prints the medians, their ratio and
+the size of each run's reports/predictions.json.
+
+Run from the repository root (the build takes ~15 minutes on 2 cores; later runs reuse it):
+  python benchmarks/report_2000.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from common import SCRATCH, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ("metrics/", "reports/", "plots/", "models/")
+
+
+def params(test_per_class: int, model: str) -> dict:
+    """The committed params.yaml with the 2,000-gloss synthetic set, small clips and 1 epoch, on the CPU."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"] = model
+    p["data"]["split"] = "asl2000"
+    p["data"]["synthetic"].update(pairs=1000, train_per_class=2, val_per_class=1, test_per_class=test_per_class,
+                                  video_size=32)
+    p["preprocess"].update(num_frames=8, frame_size=28)
+    p["train"].update(epochs=1, batch_size=16, crop_size=24)
+    p["evaluate"].update(batch_size=32, sweep_count=4, device="cpu")
+    return p
+
+
+def sh(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(cwd / "src"), "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"failed: {' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def build(repo: Path, test_per_class: int) -> None:
+    """The scratch repository with two committed 2,000-gloss runs (R3D_18, then MC3_18), unless it is there."""
+    if (repo / ".built").is_file():
+        return
+    shutil.rmtree(repo, ignore_errors=True)
+    files = sh(ROOT, "git", "ls-files").split("\n")
+    for name in filter(None, files):
+        if (ROOT / name).is_file() and not name.startswith(RESULTS) and name != "dvc.lock":
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.name", "benchmark")
+    sh(repo, "git", "config", "user.email", "benchmark@slr.invalid")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "init")  # dvclive needs a commit to start from
+    for model in ("R3D_18", "MC3_18"):
+        (repo / "params.yaml").write_text(yaml.safe_dump(params(test_per_class, model), sort_keys=False))
+        start = time.perf_counter()
+        sh(repo, "dvc", "repro")
+        print(f"built the {model} run in {time.perf_counter() - start:.0f} s", flush=True)
+        sh(repo, "git", "add", "-A")
+        sh(repo, "git", "commit", "-qm", model)
+    (repo / ".built").write_text("")
+
+
+def timed(repo: Path, *args: str) -> float:
+    start = time.perf_counter()
+    sh(repo, *args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--test-per-class", type=int, default=2, help="test clips per gloss (2: 4,000 clips, more "
+                        "than asl2000's 2,878)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    repo = SCRATCH / "report-2000"
+    build(repo, args.test_per_class)
+    print(machine())
+    for rev in ("HEAD~1", "HEAD"):
+        size = len(sh(repo, "git", "show", f"{rev}:reports/predictions.json").encode())
+        clips = sh(repo, "git", "show", f"{rev}:reports/predictions.json").count("\n") - 2
+        print(f"{rev}: reports/predictions.json {size / 1000:.1f} kB for {clips} test clips "
+              f"({size / clips:.1f} bytes per clip)")
+    reference, report = [], []
+    for _ in range(args.repeat):
+        reference.append(timed(repo, "dvc", "plots", "diff", "--json", "-o", str(repo / "dvc_plots"), "HEAD~1",
+                               "HEAD"))
+        report.append(timed(repo, sys.executable, "-m", "slr.review", "HEAD~1", "HEAD", "--out", "report"))
+    ref, rep = statistics.median(reference), statistics.median(report)
+    print(f"dvc plots diff --json: {ref:.1f} s; slr-report: {rep:.1f} s (median of {args.repeat}: "
+          f"{', '.join(f'{t:.1f}' for t in report)}); ratio {rep / ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()
