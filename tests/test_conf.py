@@ -58,16 +58,16 @@ def test_overrides_apply_after_the_presets(tmp_path: Path) -> None:
     assert (params.train.batch_size, params.train.accumulate, params.train.crop_size) == (2, 4, 224)
 
 
-def test_readme_states_the_original_recipe_as_its_preset_sets_it() -> None:
-    """One source of truth: the README's paragraph on the original recipe says what conf/recipe/original.yaml sets."""
+def test_training_doc_states_the_original_recipe_as_its_preset_sets_it() -> None:
+    """One source of truth: docs/training.md's paragraph on the original recipe says what conf/recipe/original.yaml sets."""
     import yaml
 
     recipe = yaml.safe_load((REPO / "conf/recipe/original.yaml").read_text())
     t, s, p = recipe["train"], recipe["train"]["scheduler"], recipe["preprocess"]
-    readme = (REPO / "README.md").read_text()
-    paragraph = " ".join(readme[readme.index("**The original recipe.**"):readme.index("**Resume.**")].split())
+    doc = (REPO / "docs/training.md").read_text()
+    paragraph = " ".join(doc[doc.index("**The original recipe.**"):doc.index("**Resume.**")].split())
 
-    def num(x: float) -> str:  # as the README writes them: 1e-4, 0.5
+    def num(x: float) -> str:  # as the docs write them: 1e-4, 0.5
         return f"{x:.0e}".replace("e-0", "e-") if x < 0.01 else f"{x:g}"
 
     for phrase in (

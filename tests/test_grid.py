@@ -1,4 +1,4 @@
-"""The grid on several machines, with DVC's own commands only (README: "Running the grid on several machines"):
+"""The grid on several machines, with DVC's own commands only (docs/grid.md: "Running the grid on several machines"):
 two clones each run an experiment and push it to a shared git remote and DVC remote; a third pulls both, compares
 them and restores each one's checkpoints."""
 

@@ -1,4 +1,4 @@
-"""Sharing results through a DVC remote, as the README tells users: push, fresh clone, pull, and nothing to redo."""
+"""Sharing results through a DVC remote, as docs/housekeeping.md tells users: push, fresh clone, pull, and nothing to redo."""
 
 from __future__ import annotations
 

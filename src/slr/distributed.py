@@ -82,7 +82,7 @@ def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
 
     torchrun runs in this process, so a failed rank ends in one line, not in torchrun's traceback: the message of a
     rank that stopped on bad input (exit 2, `cli.report_error`), else which rank failed and how. Multi-node runs
-    start torchrun on each node themselves (see README); this covers the one-machine case that `dvc repro` launches.
+    start torchrun on each node themselves (see docs/training.md); this covers the one-machine case that `dvc repro` launches.
     The processes inherit the devices this one holds (`slr.devices.claimed`): CUDA_VISIBLE_DEVICES names exactly the
     run's GPUs, or on CPU each process follows the run's share of the cores.
     """

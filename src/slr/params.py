@@ -301,7 +301,7 @@ def from_dict(cls: type[T], raw: Any, prefix: str) -> T:
         raise UserError(f"params.yaml: unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}")
     missing = [name for name in fields if name not in raw]
     if missing:
-        raise UserError(f"params.yaml: missing key {prefix}{missing[0]}; add it (see README, params reference)")
+        raise UserError(f"params.yaml: missing key {prefix}{missing[0]}; add it (see docs/parameters.md)")
     hints = typing.get_type_hints(cls)
     values = {name: _coerce(hints[name], raw[name], prefix + name) for name in fields}
     return cls(**values)
