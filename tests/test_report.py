@@ -3,6 +3,7 @@ verdicts, staleness against `dvc status`, the rendered plots, the grid, and the 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -34,7 +35,7 @@ def report(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def images_of(markdown: str, folder: Path) -> dict[str, Path]:
     """{alt text: file} of every image the report embeds."""
-    return {alt: folder / path for alt, path in re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", markdown)}
+    return {html.unescape(alt): folder / path for alt, path in re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", markdown)}
 
 
 def assert_valid_images(images: dict[str, Path]) -> None:

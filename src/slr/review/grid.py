@@ -35,6 +35,8 @@ class Grid:
 def load_grid(root: Path, commit: str, baseline: str | None) -> Grid:
     """The experiments whose baseline is `commit`, compared with `baseline` (default: the commit's own results)."""
     sha = resolve(root, commit).sha
+    if sha is None:
+        raise UserError("--exps reports the experiments of a commit: name one (default HEAD), not the workspace")
     found = [(name, exp) for name, exp, parent in experiments(root) if parent == sha]
     if not found:
         raise UserError(f"no experiments of {commit} ({sha[:7]}): run them first (`dvc exp run --queue -S ...` and "

@@ -42,12 +42,12 @@ def plots_diff(root: Path, base: str, target: str, work: Path) -> dict:
     if dvc is None:
         raise UserError("dvc not found on PATH: `pip install -r requirements-report.txt` (or the project's "
                         "requirements.txt) first")
-    revisions = [base] if base == target else [base, target]
-    result = subprocess.run([dvc, "plots", "diff", "--json", "-o", str(work), *revisions], cwd=root,
+    # both names always: `dvc plots diff REV` alone would compare REV with the workspace
+    result = subprocess.run([dvc, "plots", "diff", "--json", "-o", str(work), base, target], cwd=root,
                             capture_output=True, text=True)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
-        raise UserError(f"dvc plots diff {' '.join(revisions)} failed: {lines[-1] if lines else 'no message'}")
+        raise UserError(f"dvc plots diff {base} {target} failed: {lines[-1] if lines else 'no message'}")
     return json.loads(result.stdout)
 
 

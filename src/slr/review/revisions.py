@@ -44,7 +44,7 @@ class Revision:
     sha: str | None
     root: Path
     _blobs: dict[str, str] = field(default_factory=dict, repr=False)  # path -> blob id (git revisions)
-    _tracked: frozenset[str] = field(default_factory=frozenset, repr=False)  # git-tracked paths (workspace)
+    _tracked: frozenset[str] = field(default_factory=frozenset, repr=False)  # git-visible paths (workspace)
 
     @property
     def label(self) -> str:
@@ -56,10 +56,13 @@ class Revision:
         return f"{self.name} ({self.sha[:7]})"
 
     def files(self) -> list[str]:
-        """Every file git holds in this revision (the workspace: tracked files still on disk)."""
+        """Every file git holds in this revision (the workspace: the files git tracks or would, still on disk)."""
         if self.sha is not None:
             return list(self._blobs)
         return [p for p in self._tracked if (self.root / p).is_file()]
+
+    def is_file(self, path: str) -> bool:
+        return path in self._blobs if self.sha is not None else (self.root / path).is_file()
 
     def files_under(self, folder: str) -> list[str]:
         """Files below `folder` in this revision; in the workspace, every file on disk there, tracked or not."""
@@ -91,8 +94,10 @@ class Revision:
 
 def resolve(root: Path, name: str) -> Revision:
     """The revision `name` names: "workspace", anything `git rev-parse` knows, or a `dvc exp` name."""
+    if not name or name.startswith("-"):  # git and dvc would take it for an option
+        raise UserError(f"{name!r} is not a revision name")
     if name == WORKSPACE:
-        tracked = git(root, "ls-files", "-z").decode().split("\0")
+        tracked = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").decode().split("\0")
         return Revision(name, None, root, _tracked=frozenset(filter(None, tracked)))
     try:
         sha = git(root, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}").decode().strip()

@@ -155,7 +155,7 @@ def stale_stages(revision: Revision) -> dict[str, list[str]]:
     # what can be checked from git alone: git-tracked files, and the cache: false outputs (files or folders)
     checked = {entry["path"] for stage in lock.values() for entry in [*stage.get("deps", []), *stage.get("outs", [])]
                if entry["path"] in tracked or entry["path"] in uncached}
-    paths = [p for c in checked for p in ([c] if c in tracked else revision.files_under(c))]
+    paths = [p for c in checked for p in ([c] if revision.is_file(c) else revision.files_under(c))]
     contents = revision.read_many(paths)
     stale = {}
     for name, stage in dvc_yaml.get("stages", {}).items():
