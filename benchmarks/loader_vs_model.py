@@ -1,6 +1,6 @@
 """Loader against model: reading preprocessed clips into normalised float batches vs one R3D_18 step, on CPU.
 
-Loader: the training path itself (ClipDataset with random crops, slr.batches.train_loader, to_model_input) over
+Loader: the training path itself (ClipDataset with random crops, slr.batches.train_loader, Feed.inputs) over
 clips preprocessed to 16x128x128 and cropped to 112. Model: R3D_18 forward + backward + optimiser step on the same
 batches (16x112x112, fresh weights). The figure is model time / loader time per batch (target: at least 5).
 
@@ -21,9 +21,9 @@ from common import SCRATCH, machine, video_set
 from slr.data.clip import ClipSpec
 from slr.data.dataset import ClipDataset
 from slr.data.preprocess import preprocess
-from slr.data.transforms import to_model_input
 from slr.models import build_model, normalization
 from slr.distributed import Process
+from slr.inference import Feed
 from slr.batches import train_loader
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     clips_dir = SCRATCH / "clips-loader"
     shutil.rmtree(clips_dir, ignore_errors=True)
     preprocess(index, video_dir, clips_dir, ClipSpec(16, 128, "center", 0.0, trim=False), sets=("train",))
-    mean, std = normalization("R3D_18")
+    feed, cpu = Feed(*normalization("R3D_18")), torch.device("cpu")
     dataset = ClipDataset(clips_dir, "train", 112, train=True, flip=True, seed=0)
     loader = train_loader(dataset, args.batch_size, seed=0, process=Process(0, 1, torch.device("cpu")))
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}")
@@ -45,7 +45,7 @@ def main() -> None:
     batches, labels = [], []
     start = time.perf_counter()
     for clips, label in loader:
-        batches.append(to_model_input(clips, mean, std))  # (B, C, T, H, W) float32
+        batches.append(feed.inputs(clips, cpu))  # (B, C, T, H, W) float32, as training feeds the model
         labels.append(label)
     loader_s = (time.perf_counter() - start) / len(batches)
 

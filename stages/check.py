@@ -21,11 +21,12 @@ def main() -> None:
     from slr.params import load_params
 
     params = load_params(args.params)
-    check_experiment(params)
+    devices = check_experiment(params)
     if not args.marker.is_file() or args.marker.read_text() != MARKER:
         with atomic_path(args.marker) as tmp:
             tmp.write_text(MARKER)
-    print(f"check: {args.params} is valid for model {params.model} on this machine")
+    print(f"check: {args.params} is valid for model {params.model} on this machine (train on {devices['train']}, "
+          f"evaluate on {devices['evaluate']})")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Writes OUT_DIR/best.pth (lowest val loss), OUT_DIR/last.pth (the full state of the run, from which a killed run
 resumes) and OUT_DIR/data_info.json, and per-epoch loss/accuracy through dvclive to LIVE_DIR. With
 train.nproc_per_node > 1 it relaunches itself under torchrun (DDP); started by torchrun, it joins that process group.
-It first takes GPUs no other run on the machine holds, waiting for them if need be, or a share of the CPU cores
-(slr.devices), so that `dvc queue start -j N` can run N experiments at once.
+It first decides the device (train.device: a GPU this torch cannot use stops it in one line) and takes GPUs or CPU
+cores that no other run on the machine holds, waiting for them if need be (slr.devices), so that `dvc queue start
+-j N` can run N experiments at once, each with the results it would have alone.
 """
 
 import sys
@@ -26,12 +27,13 @@ def main() -> None:
     from slr.train import train
 
     params = load_params(args.params)
-    processes = params.train.nproc_per_node
-    # a GPU per process that no other run on this machine holds (or a share of the cores), before CUDA starts
-    with claimed("auto", processes, setting="train.nproc_per_node"):
-        if processes > 1 and not distributed.under_torchrun():
-            sys.exit(distributed.relaunch(processes, sys.argv))
-        train(args.clips_dir, args.out_dir, args.live_dir, model_name=params.model, seed=params.seed, p=params.train)
+    p = params.train
+    # a GPU per process that no other run on this machine holds (or train.threads cores each), before CUDA starts
+    with claimed(p.device, p.nproc_per_node, threads=p.threads, amp=p.amp, setting="train.device") as device:
+        if p.nproc_per_node > 1 and not distributed.under_torchrun():
+            sys.exit(distributed.relaunch(p.nproc_per_node, sys.argv, p.threads))
+        train(args.clips_dir, args.out_dir, args.live_dir, model_name=params.model, seed=params.seed, p=p,
+              device_type=device.type)
 
 
 if __name__ == "__main__":

@@ -53,14 +53,34 @@ def offline_server(request: pytest.FixtureRequest) -> Iterator[str]:
     listener.close()
 
 
-# The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute.
+# The tiny synthetic config of the end-to-end tests: the whole pipeline in well under a minute. They run on the CPU
+# wherever they run (their expectations are the CPU's: exact repeats, "2 x cpu"); the CUDA tests ask for the GPU.
 TINY = {
     "data": {"synthetic": {"pairs": 2, "signers": 3, "train_per_class": 6, "val_per_class": 2, "test_per_class": 3,
                            "video_size": 32}},
     "preprocess": {"num_frames": 8, "frame_size": 20},
-    "train": {"epochs": 2, "batch_size": 4, "crop_size": 16},
-    "evaluate": {"batch_size": 5, "sweep_count": 4},
+    "train": {"epochs": 2, "batch_size": 4, "crop_size": 16, "device": "cpu"},
+    "evaluate": {"batch_size": 5, "sweep_count": 4, "device": "cpu"},
 }
+
+
+@pytest.fixture(scope="session")
+def small_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """raw/ (a synthetic WLASL copy of 4 glosses) and clips/ (its 8-frame clips of 20 x 20) in one folder, made
+    without DVC: for tests that train or score a model directly."""
+    from slr.data.clip import ClipSpec
+    from slr.data.metadata import load_index
+    from slr.data.preprocess import preprocess
+    from slr.data.synthetic import generate
+    from slr.params import SyntheticParams
+
+    root = tmp_path_factory.mktemp("small")
+    generate(SyntheticParams(seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3,
+                             video_size=32, fps=25), root / "raw")
+    index = load_index(root / "raw" / "WLASL_v0.3.json").subset("asl100")
+    preprocess(index, root / "raw" / "videos", root / "clips",
+               ClipSpec(num_frames=8, frame_size=20, crop="center", bbox_margin=0.0, trim=True), workers=1)
+    return root
 
 
 def train_params(**overrides: object) -> TrainParams:

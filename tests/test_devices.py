@@ -1,40 +1,67 @@
-"""One GPU per run, and a fair share of the cores on CPU, between real processes (slr.devices).
+"""One decision of the device (slr.devices): from the driver's view of the GPUs and what this torch build can drive,
+before CUDA starts; then one GPU per run, or the run's threads' worth of CPU cores, between real processes.
 
-No GPU here: the holders below are given a simulated machine (`visible_gpus` over made-up UUIDs) and otherwise run
-the real code, locks and waiting included. Each holder prints `held <CUDA_VISIBLE_DEVICES>` once it holds its
+No GPU here: the decision is given made-up machines (and, end to end, a stand-in NVML library, tests/stubs); the
+holders below are given a simulated machine (`visible_gpus` over made-up UUIDs) and otherwise run the real code,
+locks and waiting included. Each holder prints `held <CUDA_VISIBLE_DEVICES>` once it holds its
 devices and keeps them until the test closes its stdin or kills it; the test reads that line before it goes on, so
 no step relies on timing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import pynvml
 import pytest
 import torch
+import yaml
 
-from slr.devices import THREAD_BUDGET, CoreShare, Gpu, claimed, cpu_runs, visible_gpus
+import slr.devices
+from slr.devices import (
+    Build,
+    Decision,
+    Gpu,
+    GpuInfo,
+    Machine,
+    check_torch_sees,
+    claimed,
+    decide,
+    read_machine,
+    visible_gpus,
+)
+from slr.errors import UserError
+
+from conftest import REPO, tiny_params_file
+
+STUBS = REPO / "tests" / "stubs"
 
 PHYSICAL = ["GPU-0a0a-fake", "GPU-1b1b-fake", "GPU-2c2c-fake"]
 
 HOLDER = """
 import os, subprocess, sys
+import torch
+import slr.devices
 from slr.cli import run_main
 from slr.devices import claimed, visible_gpus
 
 def main():
-    device, count = sys.argv[1], int(sys.argv[2])
-    gpus = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), {physical!r}[:int(sys.argv[3])])
-    with claimed(device, count, setting="train.nproc_per_node", gpus=gpus, poll_s=0.02):
+    device, count, gpus, threads, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    slr.devices.machine_cores = lambda: cores  # a machine of `cores` cores
+    gpus = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), {physical!r}[:gpus])
+    with claimed(device, count, threads=threads, setting="train.device", gpus=gpus, poll_s=0.02):
         child = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))"  # what torchrun's workers would see
         seen = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout.strip()
         print("child sees", seen, flush=True)
+        print("threads", torch.get_num_threads(), flush=True)
         print("held", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
         sys.stdin.read()
 
@@ -43,16 +70,19 @@ run_main(main)
 
 
 class Holder:
-    """A process that takes `count` devices of a machine with `gpus` GPUs (0: the CPU) and holds them."""
+    """A process that takes `count` devices of a machine with `gpus` GPUs (0: the CPU) and `cores` cores, and holds
+    them; on CPU each of its `count` processes would compute with `threads` threads."""
 
-    def __init__(self, locks: Path, count: int = 1, gpus: int = 2, visible: str | None = None) -> None:
+    def __init__(self, locks: Path, count: int = 1, gpus: int = 2, visible: str | None = None, threads: int = 1,
+                 cores: int = 2) -> None:
         env = {**os.environ, "SLR_LOCK_DIR": str(locks)}
-        for name in ("CUDA_VISIBLE_DEVICES", "LOCAL_RANK", THREAD_BUDGET):  # a run started from a shell
+        for name in ("CUDA_VISIBLE_DEVICES", "LOCAL_RANK"):  # a run started from a shell
             env.pop(name, None)
         if visible is not None:
             env["CUDA_VISIBLE_DEVICES"] = visible
         device = "auto" if gpus else "cpu"
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, device, str(count), str(gpus)], env=env,
+        args = [device, str(count), str(gpus), str(threads), str(cores)]
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, *args], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -154,11 +184,7 @@ def test_cuda_visible_devices_is_honoured_and_a_gpu_is_one_lock_however_named(
 
 def test_more_gpus_than_visible_is_one_line(holders: list[Holder], tmp_path: Path) -> None:
     run = start(holders, tmp_path, count=3, gpus=3, visible="0,2")
-    assert run.rest() == [
-        "error: train.nproc_per_node is 3 but 2 GPUs are visible (CUDA_VISIBLE_DEVICES=0,2); "
-        "lower it to 2 or make more GPUs visible"
-    ]
-    assert run.proc.wait(timeout=60) == 2
+    assert run.expect("devices: waiting").startswith("devices: waiting for 3 free GPUs at once")
 
 
 @pytest.mark.parametrize(
@@ -181,45 +207,170 @@ def test_no_driver_means_no_gpu_whatever_cuda_visible_devices_says() -> None:
     assert visible_gpus("0,1", []) == []
 
 
-def test_cpu_runs_share_the_cores_and_a_run_alone_keeps_them_all(
-    holders: list[Holder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_cpu_run_computes_with_its_threads_and_waits_for_free_cores_rather_than_take_fewer(
+    holders: list[Holder], tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("SLR_LOCK_DIR", str(tmp_path))
-    default = torch.get_num_threads()
-    with claimed("cpu", setting="evaluate.device"):  # alone: exactly torch's own choice, as before sharing existed
-        assert torch.get_num_threads() == default and cpu_runs(tmp_path) == 1
-    assert cpu_runs(tmp_path) == 0
-    a = start(holders, tmp_path, gpus=0)
-    a.held()
-    b = start(holders, tmp_path, gpus=0)
-    assert "(2 CPU slots held on this machine)" in b.expect("devices: CPU")
-    b.held()
-    share = CoreShare(tmp_path, budget=8)
-    try:
-        share.rebalance(announce=True)
-        assert torch.get_num_threads() == 4
-        a.kill()
-        share.rebalance(announce=True)
-        assert cpu_runs(tmp_path) == 1 and torch.get_num_threads() == 8
-    finally:
-        torch.set_num_threads(default)
+    first = start(holders, tmp_path, gpus=0, threads=2, cores=2)
+    assert first.expect("devices: CPU") == "devices: CPU, 2 threads per process, holding 2 of this machine's 2 cores"
+    assert first.expect("threads") == "threads 2"
+    first.held()
+    second = start(holders, tmp_path, gpus=0, threads=2, cores=2)
+    assert second.expect("devices: waiting") == (f"devices: waiting for 2 free CPU cores at once: 2 of 2 are held by "
+                                                 f"other runs (pids {first.proc.pid})")
+    first.kill()
+    assert second.expect("devices: got 2 CPU cores after waiting")
+    assert second.expect("threads") == "threads 2"  # the same threads as alone: the same numbers
 
 
-def test_ranks_of_a_relaunched_cpu_run_split_its_threads_and_a_hand_started_torchrun_locks_nothing(
-    holders: list[Holder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_one_thread_runs_share_a_machine_and_more_threads_than_cores_take_them_all(
+    holders: list[Holder], tmp_path: Path
+) -> None:
+    a, b = (start(holders, tmp_path, gpus=0, threads=1, cores=2) for _ in range(2))
+    a.held(), b.held()  # one core each: both run at once
+    ddp = start(holders, tmp_path, gpus=0, count=2, threads=2, cores=2)  # 2 processes x 2 threads: the whole machine
+    assert ddp.expect("devices: waiting").startswith("devices: waiting for 2 free CPU cores at once: 2 of 2 are held")
+    a.kill()
+    b.kill()
+    assert ddp.expect("devices: CPU") == "devices: CPU, 2 threads per process, holding 2 of this machine's 2 cores"
+    assert ddp.expect("threads") == "threads 2"
+
+
+def test_a_hand_started_torchrun_locks_nothing_and_computes_with_its_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLR_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("LOCAL_RANK", "0")
     default = torch.get_num_threads()
-    # a torchrun started by hand: its starter placed the processes, even where fewer GPUs seem visible
-    with claimed("auto", 4, setting="train.nproc_per_node", gpus=[Gpu("0", PHYSICAL[0])]) as device:
-        assert device.type == "cuda" and not list(tmp_path.iterdir())
-    launcher = start(holders, tmp_path, count=2, gpus=0)  # the relaunching stage holds a slot per rank
-    launcher.held()
-    monkeypatch.setenv(THREAD_BUDGET, "8")
-    try:
-        with claimed("auto", 2, setting="train.nproc_per_node", gpus=[]):
-            assert torch.get_num_threads() == 4 and cpu_runs(tmp_path) == 2
-        assert torch.get_num_threads() == default
-    finally:
-        torch.set_num_threads(default)
+    # its starter placed the processes, even where fewer GPUs seem visible
+    with claimed("auto", 4, threads=3, setting="train.device", gpus=[Gpu("0", PHYSICAL[0])]) as device:
+        assert device.type == "cuda" and not list(tmp_path.iterdir()) and torch.get_num_threads() == 3
+    with claimed("cpu", 2, threads=3, setting="train.device") as device:
+        assert device.type == "cpu" and not list(tmp_path.iterdir()) and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == default
+
+
+# --- one decision of the device, from the driver's view and this torch build ---------------------------------------
+
+CU130 = Build("2.14.1+cu130", (13, 0), sass=((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0)))
+
+
+def _machine(*gpus: tuple[str, tuple[int, int]], driver: str = "580.65.06", cuda: tuple[int, int] = (13, 0)) -> Machine:
+    return Machine(tuple(GpuInfo(f"GPU-{i}", name, cc) for i, (name, cc) in enumerate(gpus)), driver, cuda)
+
+
+def test_a_driver_older_than_the_build_stops_with_the_driver_what_torch_needs_and_the_fix() -> None:
+    machine = _machine(("Tesla T4", (7, 5)), ("Tesla T4", (7, 5)), driver="535.104.05", cuda=(12, 2))
+    with pytest.raises(UserError) as error:
+        decide("auto", setting="train.device", machine=machine, build=CU130, cuda_visible=None)
+    assert str(error.value) == (
+        "NVML sees 2 GPUs (Tesla T4, compute capability 7.5) with driver 535.104.05 (CUDA 12.2), but this torch "
+        "(2.14.1+cu130) needs CUDA 13.0 (a driver of the 580 series or newer) and a GPU of compute capability 7.5 or "
+        "newer: install a torch build for CUDA 12.2 (or a newer driver), or run on the CPU on purpose: "
+        "-S train.device=cpu -S evaluate.device=cpu")
+
+
+@pytest.mark.parametrize(("name", "capability", "usable"), [
+    ("Tesla V100-SXM2-16GB", (7, 0), False),  # older than the build's oldest kernels: "no kernel image"
+    ("Tesla T4", (7, 5), True),
+    ("NVIDIA L4", (8, 9), True),  # sm_86 code runs on 8.9: same major, newer minor
+    ("NVIDIA H100 80GB HBM3", (9, 0), True),
+    ("NVIDIA GeForce RTX 5090", (12, 0), True),
+    ("a GPU of a major the build has no code for", (11, 0), False),
+])
+def test_a_gpu_runs_this_build_when_it_has_kernels_of_its_major_version(
+    name: str, capability: tuple[int, int], usable: bool
+) -> None:
+    machine = _machine((name, capability))
+    if usable:
+        decision = decide("auto", setting="train.device", amp="fp16", machine=machine, build=CU130, cuda_visible=None)
+        assert decision.device == "cuda" and [g.key for g in decision.gpus] == ["GPU-0"]
+    else:
+        with pytest.raises(UserError, match=rf"^NVML sees 1 GPU \({name}, compute capability .* needs CUDA 13.0 .*"
+                                            r"install a torch build with kernels for this GPU"):
+            decide("auto", setting="train.device", machine=machine, build=CU130, cuda_visible=None)
+
+
+def test_ptx_covers_newer_gpus() -> None:
+    build = Build("x", (13, 0), sass=((9, 0),), ptx=((9, 0),))
+    assert build.runs_on((11, 0)) and build.runs_on((9, 0)) and not build.runs_on((8, 9))
+
+
+def test_bf16_is_refused_where_the_gpu_only_emulates_it() -> None:
+    t4 = _machine(("Tesla T4", (7, 5)))
+    with pytest.raises(UserError) as error:
+        decide("auto", setting="train.device", amp="bf16", machine=t4, build=CU130, cuda_visible=None)
+    assert str(error.value) == ("train.amp is bf16, but Tesla T4 (compute capability 7.5) only emulates bf16, slowly "
+                                "(cuDNN runs bf16 convolutions from 8.0 on); set train.amp=fp16")
+    assert decide("auto", setting="train.device", amp="fp16", machine=t4, build=CU130, cuda_visible=None).device == "cuda"
+    a100 = _machine(("NVIDIA A100-SXM4-40GB", (8, 0)))
+    assert decide("auto", setting="train.device", amp="bf16", machine=a100, build=CU130, cuda_visible=None).device == "cuda"
+
+
+def test_cpu_is_asked_for_or_what_remains_and_cuda_needs_a_gpu() -> None:
+    old = _machine(("Tesla V100", (7, 0)))
+    assert decide("cpu", setting="train.device", machine=old, build=CU130).device == "cpu"  # on purpose: no check
+    assert decide("auto", setting="train.device", machine=Machine(), build=CU130).device == "cpu"
+    hidden = decide("auto", setting="train.device", machine=old, build=CU130, cuda_visible="")
+    assert hidden.device == "cpu"  # CUDA_VISIBLE_DEVICES hides the GPU: the run may not use it
+    with pytest.raises(UserError, match="^evaluate.device is cuda but no CUDA GPU is visible; set it to auto or cpu$"):
+        decide("cuda", setting="evaluate.device", machine=Machine(), build=CU130)
+    with pytest.raises(UserError, match=r"^NVML sees 1 GPU .*this torch \(2.14.1\+cpu\) is a CPU-only build"):
+        decide("auto", setting="train.device", machine=old, build=Build("2.14.1+cpu", None), cuda_visible=None)
+    with pytest.raises(UserError, match="^train.nproc_per_node is 2 but 1 GPU is visible; lower it to 1"):
+        decide("auto", setting="train.device", count=2, machine=_machine(("Tesla T4", (7, 5))), build=CU130,
+               cuda_visible=None)
+
+
+def test_torch_disagreeing_with_the_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable() -> bool:
+        warnings.warn("CUDA initialization: The NVIDIA driver on your system is too old (found version 12020).\nmore")
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", unavailable)
+    decision = Decision("cuda", [Gpu("GPU-0", "GPU-0")], _machine(("NVIDIA H100 80GB HBM3", (9, 0))))
+    with pytest.raises(UserError) as error:
+        check_torch_sees(decision, 1)
+    assert str(error.value) == (
+        "NVML sees 1 GPU (NVIDIA H100 80GB HBM3, compute capability 9.0) with driver 580.65.06 (CUDA 13.0), but torch "
+        f"({torch.__version__}) sees 0 (CUDA initialization: The NVIDIA driver on your system is too old (found version "
+        "12020)): install a torch build for this driver, or run on the CPU on purpose: -S train.device=cpu -S "
+        "evaluate.device=cpu")
+
+
+def test_without_nvml_torch_is_asked_in_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a container without the NVML library but with a CUDA driver: the GPUs still get their locks
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: (_ for _ in ()).throw(pynvml.NVMLError_LibraryNotFound()))
+    monkeypatch.setattr(slr.devices.ctypes, "CDLL", lambda name: None)
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    probed: list[dict] = []
+
+    def run(args: list[str], env: dict, **kwargs: object) -> subprocess.CompletedProcess:
+        probed.append(env)
+        gpus = [{"uuid": "GPU-abcd", "name": "NVIDIA A10", "capability": [8, 6]}]
+        return subprocess.CompletedProcess(args, 0, stdout=json.dumps(gpus))
+
+    monkeypatch.setattr(slr.devices.subprocess, "run", run)
+    machine = read_machine()
+    assert machine == Machine((GpuInfo("GPU-abcd", "NVIDIA A10", (8, 6)),), source="torch")
+    assert probed[0]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # NVML's order, in which CUDA_VISIBLE_DEVICES is read
+    assert decide("auto", setting="train.device", machine=machine, build=CU130, cuda_visible=None).device == "cuda"
+
+
+def test_a_machine_whose_gpu_torch_cannot_use_stops_the_check_stage(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STUBS), os.environ.get("PYTHONPATH", "")]),
+           "FAKE_NVML": json.dumps({"driver": "535.104.05", "cuda": 12020,
+                                    "gpus": [{"name": "Tesla T4", "uuid": "GPU-5e1f", "capability": [7, 5]}]})}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    check = [sys.executable, str(REPO / "stages/check.py"), str(tmp_path / "params.ok")]
+    auto = subprocess.run([*check, "--params", str(tiny_params_file(tmp_path, device="auto"))], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert auto.returncode == 2 and auto.stdout == ""
+    assert auto.stderr.startswith("error: NVML sees 1 GPU (Tesla T4, compute capability 7.5) with driver 535.104.05")
+    assert auto.stderr.count("\n") == 1 and not (tmp_path / "params.ok").exists()
+    on_cpu = tiny_params_file(tmp_path, device="cpu")
+    params = yaml.safe_load(on_cpu.read_text())
+    params["evaluate"]["device"] = "cpu"
+    on_cpu.write_text(yaml.safe_dump(params))
+    cpu = subprocess.run([*check, "--params", str(on_cpu)], env=env, capture_output=True, text=True, timeout=120)
+    assert cpu.returncode == 0, cpu.stderr
+    assert cpu.stdout.endswith("(train on cpu, evaluate on cpu)\n")

@@ -15,10 +15,6 @@ import torch
 
 from slr.batches import eval_loader
 from slr.data.dataset import ClipDataset
-from slr.data.clip import ClipSpec
-from slr.data.metadata import load_index
-from slr.data.preprocess import preprocess
-from slr.data.synthetic import generate
 from slr.data.transforms import three_crops
 from slr.distributed import Process
 from slr.errors import UserError
@@ -28,33 +24,35 @@ from slr.evaluate import (
     evaluate_checkpoint,
     feed_for,
     load_model,
+    read_checkpoint,
     val_consistent,
 )
 from slr.inference import Feed, Views, predict
-from slr.params import EvaluateParams, SyntheticParams
+from slr.params import EvaluateParams
 from slr.train import train
 
 from conftest import train_params
 
-SMALL = SyntheticParams(
-    seed=0, pairs=2, signers=3, train_per_class=4, val_per_class=2, test_per_class=3, video_size=32, fps=25
-)
 CPU = torch.device("cpu")
 P = EvaluateParams(device="cpu", batch_size=5, shuffle_seed=1, sweep_count=4, sweep_seed=0, bootstrap_samples=200,
                    bootstrap_seed=0)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """raw/, clips/ (8 frames of 20x20) and models/best.pth of one epoch of R3D_18 on 4 synthetic classes."""
+def trained(small_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """raw/, clips/ (conftest.small_clips) and models/best.pth of one epoch of R3D_18 on the CPU."""
     root = tmp_path_factory.mktemp("evaluate")
-    generate(SMALL, root / "raw")
-    index = load_index(root / "raw" / "WLASL_v0.3.json").subset("asl100")
-    spec = ClipSpec(num_frames=8, frame_size=20, crop="center", bbox_margin=0.0, trim=True)
-    preprocess(index, root / "raw" / "videos", root / "clips", spec, workers=1)
+    for name in ("raw", "clips"):
+        (root / name).symlink_to(small_clips / name)
     train(root / "clips", root / "models", root / "live", model_name="R3D_18", seed=0,
-          p=train_params(epochs=1, batch_size=4, crop_size=16))
+          p=train_params(epochs=1, batch_size=4, crop_size=16), device_type="cpu")
     return root
+
+
+def _load(root: Path) -> tuple[torch.nn.Module, dict]:
+    """The trained model on the CPU, and its checkpoint's metadata."""
+    meta = read_checkpoint(root / "models" / "best.pth")
+    return load_model(meta, CPU), meta
 
 
 def _test_batches(root: Path, batch_size: int, crop: int | None = 16) -> torch.utils.data.DataLoader:
@@ -64,7 +62,7 @@ def _test_batches(root: Path, batch_size: int, crop: int | None = 16) -> torch.u
 
 @pytest.mark.parametrize("batch_size", [1, 7])
 def test_scores_do_not_depend_on_batch_size(trained: Path, batch_size: int) -> None:
-    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    model, meta = _load(trained)
     feed = feed_for(meta, CPU)
     reference = predict(model, _test_batches(trained, 12), feed, CPU)[0]
     scored = predict(model, _test_batches(trained, batch_size), feed, CPU)[0]
@@ -84,7 +82,7 @@ class _CountingDataset(torch.utils.data.Dataset):
 
 
 def test_all_orderings_come_from_one_read_of_each_clip(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    model, meta = _load(trained)
     feed = feed_for(meta, CPU)
     counting = _CountingDataset(ClipDataset(trained / "clips", "test", 16, train=False, flip=False, seed=0))
     perm, reverse = [3, 1, 7, 0, 2, 6, 4, 5], list(range(7, -1, -1))
@@ -97,7 +95,7 @@ def test_all_orderings_come_from_one_read_of_each_clip(trained: Path) -> None:
 
 
 def test_views_average_probabilities(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    model, meta = _load(trained)
     feed = feed_for(meta, CPU)
     three = predict(model, _test_batches(trained, 4, crop=None), feed, CPU, views=Views(1, 3, 8, 16))[0]
     clips, labels = next(iter(_test_batches(trained, 12, crop=None)))
@@ -109,7 +107,7 @@ def test_views_average_probabilities(trained: Path) -> None:
 
 
 def test_val_is_consistent_with_training_in_fp32_and_under_a_bf16_rerun(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    model, meta = _load(trained)
     evaluation = evaluate(model, meta, trained / "clips", CPU, P)
     assert val_consistent(evaluation, meta)
     # A GPU rerun in bf16 moves the logits a little; on the CPU, autocast to bf16 does the same.
@@ -122,7 +120,7 @@ def test_val_is_consistent_with_training_in_fp32_and_under_a_bf16_rerun(trained:
 
 
 def test_val_is_inconsistent_on_other_data_or_other_numbers(trained: Path) -> None:
-    model, meta = load_model(trained / "models" / "best.pth", CPU)
+    model, meta = _load(trained)
     evaluation = evaluate(model, meta, trained / "clips", CPU, P)
     other_data = dataclasses.replace(evaluation, provenance={**evaluation.provenance, "clips": "0" * 64})
     assert not val_consistent(other_data, meta)
@@ -131,14 +129,29 @@ def test_val_is_inconsistent_on_other_data_or_other_numbers(trained: Path) -> No
     bf16 = dataclasses.replace(evaluation, provenance={**evaluation.provenance, "precision": "bf16"})
     assert val_consistent(bf16, off_loss)
     assert not val_consistent(bf16, {**meta, "val_loss": meta["val_loss"] * 1.2})
+    # fp32 on a GPU at either end: cuDNN's kernel choice and TF32 convolutions move the numbers as bf16 does
+    gpu = dataclasses.replace(evaluation, provenance={**evaluation.provenance, "device": "NVIDIA A100-SXM4-40GB"})
+    assert val_consistent(gpu, off_loss)
+    trained_on_gpu = {**off_loss, "fingerprint": {**meta["fingerprint"], "placement": {
+        **meta["fingerprint"]["placement"], "device": "cuda"}}}
+    assert val_consistent(evaluation, trained_on_gpu)
+
+
+def test_evaluation_computes_with_the_threads_training_had(trained: Path, tmp_path: Path) -> None:
+    checkpoint = read_checkpoint(trained / "models" / "best.pth")
+    torch.save({**checkpoint, "threads": 1}, tmp_path / "one-thread.pth")
+    assert evaluate_checkpoint(tmp_path / "one-thread.pth", trained / "clips", P).metrics["threads"] == 1
 
 
 def test_full_evaluation_report(trained: Path) -> None:
     report = evaluate_checkpoint(trained / "models" / "best.pth", trained / "clips", P)
     m = report.metrics
     assert set(m) == {"ordered", "shuffled", "reversed", "drop", "sweep", "val_consistent", "device", "precision",
-                      "copy"}
-    assert (m["device"], m["precision"], m["val_consistent"]) == ("cpu", "fp32", True)
+                      "threads", "torch", "cpu", "copy"}
+    # what the numbers depend on beyond params and data: torch build, device, threads (training's), kind of CPU
+    assert (m["device"], m["precision"], m["threads"], m["val_consistent"]) == ("cpu", "fp32", 2, True)
+    assert m["torch"] == torch.__version__ and f"({torch.backends.cpu.get_cpu_capability()})" in m["cpu"]
+    assert report.evaluation.provenance["trained"]["threads"] == 2
     for name in ("ordered", "shuffled"):
         assert m[name]["top1_low"] <= m[name]["top1"] <= m[name]["top1_high"]
     assert m["drop"]["top1"] == pytest.approx(m["ordered"]["top1"] - m["shuffled"]["top1"])

@@ -3,6 +3,7 @@ and a two-process DDP run (gloo on CPU)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,14 +21,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import slr.hub
 import slr.models
+import slr.train
 from slr.distributed import Process
 from slr.errors import UserError
 from slr.models import build_model, head_parameters, weights_file
 from slr.optim import EarlyStopping, Schedule, make_optimizer
 from slr.params import EarlyStoppingParams, SchedulerParams
-from slr.checkpoint import Run, resume
+from slr.checkpoint import Run, resume, save_checkpoint
 from slr.inference import Feed
-from slr.train import accumulation_sizes, rewind_live, seed_everything, train_epoch
+from slr.train import accumulation_sizes, rewind_live, seed_epoch, train_epoch
 
 from conftest import REPO, TINY, tiny_params_file, repro_until_epoch_one, sh, train_params
 
@@ -255,7 +257,7 @@ def test_rewinding_dvclive_history_drops_rows_of_unfinished_epochs(tmp_path: Pat
 @pytest.mark.slow
 def test_two_process_ddp_run_has_one_writer(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    log = _run(_train_command(repo, out, tiny_params_file(tmp_path, epochs=2, nproc_per_node=2)))
+    log = _run(_train_command(repo, out, tiny_params_file(tmp_path, epochs=2, nproc_per_node=2, threads=1)))
     assert "launching 2 processes" in log and "effective batch 8 on 2 x cpu" in log
     assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1  # rank 0 alone logs
     metrics = json.loads((out / "live/metrics.json").read_text())
@@ -267,7 +269,7 @@ def test_two_process_ddp_run_has_one_writer(repo: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path, nproc: int) -> None:
-    params = tiny_params_file(tmp_path, batch_size=500, nproc_per_node=nproc)
+    params = tiny_params_file(tmp_path, batch_size=500, nproc_per_node=nproc, threads=1)
     result = subprocess.run(_train_command(repo, tmp_path, params), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -275,18 +277,100 @@ def test_batch_larger_than_the_training_set(repo: Path, tmp_path: Path, nproc: i
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("amp", ["bf16", "fp16", "off"])
-def test_amp_and_channels_last_learn_on_cuda(amp: str) -> None:
-    device = torch.device("cuda")
-    p = train_params(amp=amp, channels_last=True, backbone_lr=1e-3, head_lr=1e-3)
-    feed = Feed.choose(p.amp, p.channels_last, device, (0.45,) * 3, (0.225,) * 3)
-    assert feed.autocast == {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-    seed_everything(0)
-    model = build_model("R3D_18", num_classes=4, dropout=0.0).to(device).to(memory_format=torch.channels_last_3d)
-    run = Run(model, "R3D_18", p, device)
-    assert run.scaler.is_enabled() == (amp == "fp16")
-    batch = [(torch.randint(0, 256, (8, 8, 32, 32, 3), dtype=torch.uint8), torch.arange(8) % 4)]
-    process = Process(0, 1, device)
-    losses = [train_epoch(model, batch, [8], 1, run.optimizer, run.scaler, feed, process).loss for _ in range(15)]
-    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0] / 2
+# --- GPU-run hazards, reproduced on the CPU -----------------------------------------------------------------------
+
+class _Overflowing(nn.Module):
+    """A linear model whose output overflows to inf on the batches it is told (as fp16 does past 65,504)."""
+
+    def __init__(self, overflow_on: set[int]) -> None:
+        super().__init__()
+        self.linear, self.overflow_on, self.calls = nn.Linear(96, 3), overflow_on, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x.flatten(1))
+        self.calls += 1
+        return out * torch.inf if self.calls - 1 in self.overflow_on else out
+
+
+def test_an_fp16_overflow_that_gradscaler_skipped_does_not_end_the_run() -> None:
+    torch.manual_seed(0)
+    clips = torch.randint(0, 256, (12, 2, 4, 4, 3), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(clips, torch.randint(0, 3, (12,))), batch_size=4)
+    model = _Overflowing({1})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)  # fp16's scaler: skips a step whose gradients overflow
+    scores = train_epoch(model, loader, [4, 4, 4], 1, optimizer, scaler, Feed((0.5,) * 3, (0.2,) * 3), CPU)
+    assert scores.overflowed == 1 and math.isfinite(scores.loss) and scores.acc <= 1
+    assert scaler.get_scale() == 2.0**15  # lowered once, for the one overflow
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the other two steps happened
+
+
+def test_processes_draw_their_own_dropout_and_a_resumed_epoch_draws_it_again() -> None:
+    def mask(rank: int, epoch: int) -> torch.Tensor:
+        seed_epoch(0, rank, epoch)
+        return nn.functional.dropout(torch.ones(1000), 0.5)
+
+    assert torch.equal(mask(0, 2), mask(0, 2))  # a resumed epoch: no RNG state to save
+    assert not torch.equal(mask(0, 2), mask(1, 2))  # another process of the same epoch
+    assert not torch.equal(mask(0, 2), mask(0, 3))
+
+
+def test_loader_workers_share_this_machines_cores_between_its_processes_only() -> None:
+    cores = len(os.sched_getaffinity(0))
+    gpu = torch.device("cuda", 0)  # only the device's type is read
+    assert Process(3, 16, gpu, local_world_size=2).loader_workers == max(1, min(8, cores // 2))
+    assert Process(0, 16, gpu, local_world_size=16).loader_workers == max(1, min(8, cores // 16))
+    assert Process(0, 1, CPU.device).loader_workers == 0
+
+
+def test_normalisation_constants_reach_the_device_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = Feed((0.45, 0.4, 0.35), (0.22, 0.21, 0.2))
+    clips = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8)
+    first = feed.inputs(clips, CPU.device)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    assert torch.equal(feed.inputs(clips, CPU.device), first) and made == []  # on a GPU each would be a blocking copy
+
+
+def test_out_of_gpu_memory_is_one_line_with_the_fix(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(slr.train, "fit", out_of_memory)
+    with pytest.raises(UserError) as error:
+        slr.train.train(repo / "data/clips", tmp_path / "models", tmp_path / "live", model_name="R3D_18", seed=0,
+                        p=train_params(**{**TINY["train"], "batch_size": 4, "accumulate": 2}), device_type="cpu")
+    assert str(error.value) == ("out of GPU memory training R3D_18 at train.batch_size 4: halve train.batch_size and "
+                                "double train.accumulate (-S train.batch_size=2 -S train.accumulate=4: the effective "
+                                "batch stays 8)")
+
+
+def _checkpoints(folder: Path, placement: dict, epochs_done: int = 1) -> dict:
+    """models/best.pth and last.pth of a tiny run with `placement`, killed after `epochs_done` epochs."""
+    p = train_params(epochs=3)
+    model = nn.Linear(2, 2)
+    fingerprint = {"model": "R3D_18", "seed": 0, "train": dataclasses.asdict(p), "data": "d", "placement": placement}
+    meta = {"model": "R3D_18", "num_classes": 2, "dropout": 0.0, "num_frames": 8, "frame_size": 20, "crop_size": 16,
+            "mean": [0.5] * 3, "std": [0.2] * 3, "fingerprint": fingerprint}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "best.pth", {**meta, "epoch": 1, "state_dict": model.state_dict()})
+    save_checkpoint(folder / "last.pth", {**meta, "epoch": epochs_done, "stopped": False,
+                                          "state_dict": model.state_dict()})
+    return fingerprint
+
+
+def test_resuming_on_another_device_precision_or_world_size_is_one_line(tmp_path: Path) -> None:
+    fingerprint = _checkpoints(tmp_path, {"device": "cpu", "precision": "fp32", "world_size": 1})
+    here = {**fingerprint, "placement": {"device": "cuda", "precision": "fp16", "world_size": 2}}
+    run = Run(build_model("R3D_18", num_classes=2, dropout=0.0), "R3D_18", train_params(epochs=3), CPU.device)
+    with pytest.raises(UserError) as error:
+        resume(run, tmp_path, here, CPU)
+    assert str(error.value) == (
+        f"{tmp_path}/last.pth holds 1 of 3 epochs of this run trained on 1 x cpu in fp32, but this run is on 2 x cuda "
+        "in fp16: continue it where it was trained (train.device, train.nproc_per_node or the torchrun nodes), or "
+        f"delete {tmp_path}/last.pth to train it from scratch here")
+    assert run.epoch == 0

@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from slr.data.dataset import manifest_digest
+from slr import distributed
 from slr.distributed import Process
 from slr.errors import UserError
 from slr.files import atomic_path
@@ -78,9 +80,14 @@ def load_checkpoint(path: Path, fix: str) -> dict[str, Any]:
     return checkpoint
 
 
-def run_fingerprint(model_name: str, seed: int, p: TrainParams, clips_dir: Path) -> dict[str, Any]:
-    """Everything that decides a training run's result; a checkpoint resumes only a run with the same values."""
-    return {"model": model_name, "seed": seed, "train": dataclasses.asdict(p), "data": manifest_digest(clips_dir)}
+def run_fingerprint(model_name: str, seed: int, p: TrainParams, clips_dir: Path, placement: dict[str, Any]) -> dict:
+    """Everything that decides a training run's result; a checkpoint resumes only a run with the same values.
+
+    `placement` ({device, precision, world_size}) is where the run computes: the same params on another device,
+    precision or number of processes make another run, which must not continue this one's optimizer state.
+    """
+    return {"model": model_name, "seed": seed, "train": dataclasses.asdict(p), "data": manifest_digest(clips_dir),
+            "placement": placement}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -97,10 +104,10 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
 
 class Run:
     """The state of a training run that a full checkpoint holds: model, optimizer, schedule, early stopping,
-    gradient scaler, best epoch, RNG, and how many epochs are done."""
+    gradient scaler, best epoch, and how many epochs are done."""
 
     def __init__(self, model: nn.Module, model_name: str, p: TrainParams, device: torch.device) -> None:
-        self.model, self.device = model, device
+        self.model = model
         self.optimizer = make_optimizer(model, model_name, p)
         self.schedule = Schedule(self.optimizer, p.scheduler, p.epochs)
         self.stopper = EarlyStopping(p.early_stopping)
@@ -110,8 +117,9 @@ class Run:
         self.stopped = False
 
     def state_dict(self) -> dict[str, Any]:
-        """Training state after `self.epoch` epochs. Augmentation and shuffling are pure functions of (seed,
-        epoch, index), so torch's generators (dropout, loader seeds) are the only RNG state there is."""
+        """Training state after `self.epoch` epochs. There is no RNG state: every process seeds its generators at the
+        start of each epoch from (seed, rank, epoch), and augmentation and shuffling are pure functions of (seed,
+        epoch, index), so a resumed run draws what the uninterrupted one would have, on every process."""
         return {
             "epoch": self.epoch,
             "best": self.best,
@@ -121,9 +129,6 @@ class Run:
             "schedule": self.schedule.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "scaler": self.scaler.state_dict(),
-            # this process's GPU only: a resumed run may see another number of GPUs
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -133,34 +138,79 @@ class Run:
         self.schedule.load_state_dict(state["schedule"])
         self.stopper.load_state_dict(state["early_stopping"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one process finds in its own out_dir/last.pth: a run to continue (`epoch` >= 1), or nothing to
+    continue, and what to say about it."""
+
+    epoch: int = 0
+    note: str = ""
+    error: str = ""  # this very run, but trained elsewhere: continuing it here would mix two runs
+
+
+def _find(out_dir: Path, fingerprint: dict[str, Any]) -> tuple[Found, dict[str, Any] | None]:
+    last, best = out_dir / "last.pth", out_dir / "best.pth"
+    if not last.is_file():
+        return Found(), None
+    checkpoint = load_checkpoint(last, f"delete {last} to train this run from scratch")
+    old = checkpoint.get("fingerprint") or {}
+    changed = differences({k: v for k, v in old.items() if k != "placement"},
+                          {k: v for k, v in fingerprint.items() if k != "placement"})
+    if changed:
+        return Found(note=f"train: {last} is from a run with other params ({', '.join(changed[:5])}); starting fresh"), None
+    if checkpoint["stopped"] or checkpoint["epoch"] >= fingerprint["train"]["epochs"]:
+        return Found(note=f"train: {last} holds a finished run of these params; training again from scratch"), None
+    if not best.is_file() or _fingerprint_of(best) != fingerprint:
+        if old.get("placement") == fingerprint["placement"]:
+            return Found(note=f"train: {best} is missing or from another run, so this run cannot continue; "
+                              "starting fresh"), None
+    if old.get("placement") != fingerprint["placement"]:
+        return Found(error=f"{last} holds {checkpoint['epoch']} of {fingerprint['train']['epochs']} epochs of this "
+                           f"run trained on {_placed(old.get('placement'))}, but this run is on "
+                           f"{_placed(fingerprint['placement'])}: continue it where it was trained (train.device, "
+                           f"train.nproc_per_node or the torchrun nodes), or delete {last} to train it from scratch "
+                           "here"), None
+    return Found(epoch=checkpoint["epoch"]), checkpoint
+
+
+def _placed(placement: dict[str, Any] | None) -> str:
+    if not placement:
+        return "an unrecorded device"
+    return f"{placement['world_size']} x {placement['device']} in {placement['precision']}"
 
 
 def resume(run: Run, out_dir: Path, fingerprint: dict[str, Any], process: Process) -> bool:
     """Load out_dir/last.pth into `run` if it holds an unfinished run with this fingerprint (and best.pth is that
-    run's); True if it did.
+    run's); True if it did. Every process of the run resumes from the same state.
 
     A run with other params (model, split, lr) starts fresh and says why instead of continuing someone else's run,
-    and a finished run is trained again from scratch (that is what `dvc repro --force` asks for).
+    and a finished run is trained again from scratch (that is what `dvc repro --force` asks for). The same run on
+    another device, precision or number of processes stops in one line.
+
+    Only rank 0 writes checkpoints, so without a shared filesystem only the main node has last.pth: each process
+    says what it found, the most advanced state wins, and the process holding it sends it to the others (all would
+    otherwise start from different epochs, drift apart silently and hang in the last all_reduce).
     """
-    last, best = out_dir / "last.pth", out_dir / "best.pth"
-    if not last.is_file():
+    found, checkpoint = _find(out_dir, fingerprint)
+    everyone = distributed.gather(found)
+    best = max(f.epoch for f in everyone)
+    if best == 0:
+        error = next((f.error for f in everyone if f.error), "")
+        if error:
+            raise UserError(error)
+        note = next((f.note for f in everyone if f.note), "")
+        if note:
+            process.log(note)
         return False
-    checkpoint = load_checkpoint(last, f"delete {last} to train this run from scratch")
-    if checkpoint.get("fingerprint") != fingerprint:
-        changed = differences(checkpoint.get("fingerprint") or {}, fingerprint)
-        process.log(f"train: {last} is from a run with other params ({', '.join(changed[:5])}); starting fresh")
-        return False
-    if checkpoint["stopped"] or checkpoint["epoch"] >= fingerprint["train"]["epochs"]:
-        process.log(f"train: {last} holds a finished run of these params; training again from scratch")
-        return False
-    if not best.is_file() or _fingerprint_of(best) != fingerprint:
-        process.log(f"train: {best} is missing or from another run, so this run cannot continue; starting fresh")
-        return False
-    run.load_state_dict(checkpoint)
-    process.log(f"train: resuming this run from {last}, where {run.epoch} epochs are done")
+    source = next(rank for rank, f in enumerate(everyone) if f.epoch == best)
+    run.load_state_dict(distributed.send_from(source, checkpoint))
+    sent = f" (process {source}'s, sent to every process)" if process.world_size > 1 else ""
+    process.log(f"train: resuming this run from {out_dir / 'last.pth'}{sent}, where {run.epoch} epochs are done")
+    if found.epoch != best and not process.is_main:  # another node's console says what this one did
+        print(f"train: process {process.rank} has no last.pth of this run: resuming from process {source}'s, where "
+              f"{run.epoch} epochs are done", flush=True)
     return True
 
 

@@ -7,8 +7,7 @@ stages run the same checks again where they use the values, so a stage run by ha
 
 from __future__ import annotations
 
-import torch
-
+from slr.devices import check_torch_sees, decide
 from slr.errors import UserError
 from slr.models import check_input
 from slr.params import Params
@@ -23,8 +22,22 @@ def check_recipe(model_name: str, num_frames: int, frame_size: int, crop_size: i
                         "crop or raise the frame size")
 
 
-def check_experiment(params: Params) -> None:
-    """Everything about `params` that can be known before the data is read."""
+def check_experiment(params: Params) -> dict[str, str]:
+    """Everything about `params` that can be known before the data is read; returns the device each of the train
+    and evaluate stages will use ("cpu" or "cuda")."""
     check_recipe(params.model, params.preprocess.num_frames, params.preprocess.frame_size, params.train.crop_size)
-    if params.evaluate.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("evaluate.device is cuda but no CUDA GPU is visible; set it to auto or cpu")
+    return check_devices(params)
+
+
+def check_devices(params: Params) -> dict[str, str]:
+    """The train and evaluate stages' device decisions (`slr.devices.decide`), made here first and confirmed with
+    torch: a GPU that this torch build cannot use stops the experiment before any stage deletes its outputs, with the
+    driver, what the build needs and the fix. The stages decide again when they run (this stage is skipped while
+    params.yaml is unchanged, and the machine may have changed)."""
+    p = params.train
+    train = decide(p.device, setting="train.device", count=p.nproc_per_node, amp=p.amp)
+    evaluate = decide(params.evaluate.device, setting="evaluate.device", cpu_fix="-S evaluate.device=cpu")
+    for decision, count in ((train, p.nproc_per_node), (evaluate, 1)):
+        if decision.device == "cuda":
+            check_torch_sees(decision, count)
+    return {"train": train.device, "evaluate": evaluate.device}

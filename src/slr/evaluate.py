@@ -18,8 +18,9 @@ from torch import nn
 from slr.batches import eval_loader
 from slr.checkpoint import load_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest, manifest_digest
-from slr.devices import claimed
+from slr.devices import claimed, configure, environment
 from slr.distributed import Process
+from slr.errors import UserError
 from slr.inference import Feed, predict
 from slr.metrics import (
     Scored,
@@ -34,19 +35,30 @@ from slr.params import EvaluateParams
 from slr.predictions import Predictions
 from slr.shuffle import make_permutation, shannon_entropy, sweep_permutations
 
-STUDY = ("ordered", "shuffled", "reversed")  # the named conditions; the sweep's permutations follow them
+STUDY = ("ordered", "shuffled", "reversed")
+DEFAULT_THREADS = 2  # checkpoints from before train.threads existed  # the named conditions; the sweep's permutations follow them
 
 
-def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """Rebuild the model saved in checkpoint `path` on `device`, in eval mode and in the memory format training used
-    there (channels-last on CUDA); also return its metadata."""
-    checkpoint = load_checkpoint(path, "run `dvc repro train`, or `dvc checkout models/best.pth` to restore yours")
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint at `path`, weights included, on the CPU (one-line errors for a missing or damaged file)."""
+    return load_checkpoint(path, "run `dvc repro train`, or `dvc checkout models/best.pth` to restore yours")
+
+
+def load_model(checkpoint: dict, device: torch.device) -> nn.Module:
+    """Rebuild the model saved in `checkpoint` (whose weights it takes out) on `device`, in eval mode and in the
+    memory format training used there (channels-last on CUDA)."""
     model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["dropout"])
     model.load_state_dict(checkpoint.pop("state_dict"))
     model = model.to(device).eval()
     if feed_for(checkpoint, device).channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    return model, checkpoint
+    return model
+
+
+def threads_of(meta: dict) -> int:
+    """The torch threads the checkpoint was trained with (per process), which evaluation on CPU uses too: its
+    numbers then depend on the run's params alone, not on the machine's load."""
+    return int(meta.get("threads", DEFAULT_THREADS))
 
 
 def feed_for(meta: dict, device: torch.device) -> Feed:
@@ -88,10 +100,11 @@ def evaluate(model: nn.Module, meta: dict, clips_dir: Path, device: torch.device
     test = predict(model, eval_loader(sets["test"], p.batch_size, process), feed, device,
                    [None, *orderings.values()], desc=f"test x {1 + len(orderings)} orderings")
     provenance = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        **environment(device, torch.get_num_threads()),
         "precision": feed.precision,
         "copy": (manifest.get("copy") or {}).get("md5"),
         "clips": manifest_digest(clips_dir),
+        "trained": meta.get("environment"),
     }
     return Evaluation(val, dict(zip(["ordered", *orderings], test)), orderings,
                       {name: ds.missing for name, ds in sets.items()}, manifest["glosses"], provenance)
@@ -100,16 +113,19 @@ def evaluate(model: nn.Module, meta: dict, clips_dir: Path, device: torch.device
 def val_consistent(evaluation: Evaluation, meta: dict) -> bool:
     """Whether evaluation reproduced training's best-epoch val numbers on the same data.
 
-    The data must be the very clips training saw (the manifest hash in the checkpoint's fingerprint). The numbers
-    must match to float rounding in fp32; under autocast (bf16/fp16, at either end) batch size and kernel choice
-    move logits in the third digit, so then accuracy may differ by one clip and the loss by 2%.
+    The data must be the very clips training saw (the manifest hash in the checkpoint's fingerprint). On CPU in fp32
+    at both ends the numbers must match to float rounding. Under autocast (bf16/fp16), or on a GPU at either end
+    (cuDNN picks kernels per batch shape, and Ampere and newer run fp32 convolutions in TF32), batch size and kernel
+    choice move logits in the third digit: then accuracy may differ by one clip and the loss by 2%.
     """
     fingerprint = meta.get("fingerprint") or {}
     if fingerprint.get("data") != evaluation.provenance["clips"]:
         return False
     acc = per_instance_accuracy(evaluation.val, (1,))["top1"]
     loss = float(evaluation.val.loss.mean())
-    reduced = {evaluation.provenance["precision"], meta.get("precision", "fp32")} != {"fp32"}
+    trained_on = (fingerprint.get("placement") or {}).get("device", "cpu")
+    reduced = ({evaluation.provenance["precision"], meta.get("precision", "fp32")} != {"fp32"}
+               or {evaluation.provenance["device"], trained_on} != {"cpu"})
     acc_tol = 1.0 / max(1, len(evaluation.val.loss)) + 1e-9 if reduced else 1e-9
     loss_tol = (2e-2 if reduced else 1e-4) * max(1.0, meta["val_loss"])
     return abs(acc - meta["val_acc"]) <= acc_tol and abs(loss - meta["val_loss"]) <= loss_tol
@@ -202,7 +218,7 @@ def summary(evaluation: Evaluation, consistent: bool, study: dict, samples: int,
         "sweep": {"top1_mean": float(np.mean([r["top1"] for r in sweep])),
                   **{f"top1_{band}_bits": v["top1_mean"] for band, v in study["by_entropy"].items()}},
         "val_consistent": consistent,
-        **{key: evaluation.provenance[key] for key in ("device", "precision", "copy")},
+        **{key: evaluation.provenance[key] for key in ("device", "precision", "threads", "torch", "cpu", "copy")},
     }
 
 
@@ -220,10 +236,17 @@ class Report:
 
 def evaluate_checkpoint(checkpoint: Path, clips_dir: Path, p: EvaluateParams) -> Report:
     """The full test and the order study of `checkpoint` on `clips_dir`, on the device `p.device` picks (auto: a GPU
-    that no other run on the machine holds, as training, else a share of the CPU cores)."""
-    with claimed(p.device, setting="evaluate.device") as device:
-        model, meta = load_model(checkpoint, device)
-        evaluation = evaluate(model, meta, clips_dir, device, p)
+    that no other run on the machine holds, as training, else as many CPU cores as training had threads)."""
+    meta = read_checkpoint(checkpoint)
+    with claimed(p.device, threads=threads_of(meta), setting="evaluate.device",
+                 cpu_fix="-S evaluate.device=cpu") as device:
+        configure(device)
+        try:
+            evaluation = evaluate(load_model(meta, device), meta, clips_dir, device, p)
+        except torch.OutOfMemoryError:
+            raise UserError(f"out of GPU memory evaluating at evaluate.batch_size {p.batch_size}: lower it (-S "
+                            f"evaluate.batch_size={max(1, p.batch_size // 2)})")\
+                from None
     consistent = val_consistent(evaluation, meta)
     if not consistent:
         val = per_instance_accuracy(evaluation.val, (1,))["top1"], float(evaluation.val.loss.mean())

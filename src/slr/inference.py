@@ -7,6 +7,7 @@ view) while it is on the device, so the order study reads each clip once however
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -18,7 +19,6 @@ from torch import nn
 from tqdm import tqdm
 
 from slr.data.transforms import center_crop, three_crops, to_model_input
-from slr.devices import share_cores
 from slr.errors import UserError
 from slr.metrics import Scored
 
@@ -43,8 +43,10 @@ class Feed:
         mean, std = tuple(mean), tuple(std)
         if device.type != "cuda":
             return cls(mean, std)
-        if amp == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UserError("train.amp: this GPU has no bf16; set train.amp to fp16 or off")
+        if amp == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise UserError(f"the model was trained in bf16, which {torch.cuda.get_device_name(device)} only emulates "
+                            "(slowly); use a GPU of compute capability 8.0 or newer, train with train.amp=fp16, or "
+                            "evaluate on the CPU (evaluate.device=cpu)")
         return cls(mean, std, AUTOCAST[amp], channels_last)
 
     @property
@@ -57,8 +59,17 @@ class Feed:
 
     def inputs(self, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
         """uint8 (B, T, H, W, C) clips -> the model's float input (B, C, T, H, W) on `device`."""
-        x = to_model_input(clips.to(device, non_blocking=True), self.mean, self.std)
+        x = to_model_input(clips.to(device, non_blocking=True), *_normalization(self.mean, self.std, device))
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+
+@functools.cache
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as (1, C, 1, 1, 1) tensors on `device`, made once: making them for every batch would be a
+    blocking host-to-GPU copy each time (for every ordering and view of an evaluation batch)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1, 1),
+            torch.tensor(std, device=device).view(1, -1, 1, 1, 1))
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,6 @@ def predict(
     for clips, labels in tqdm(batches, desc=desc, leave=False, unit="batch", disable=not progress):
         clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for part, order in zip(parts, index):
-            share_cores()  # on CPU: as other runs start and end, this one's threads follow (a batch can take a minute)
             ordered = clips if order is None else clips.index_select(1, order)
             part.append(Scored.from_log_probs(_log_probs(model, ordered, feed, device, views), labels))
     return [_to_cpu(Scored.cat(part)) if part else _empty() for part in parts]

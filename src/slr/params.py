@@ -114,6 +114,7 @@ class PreprocessParams:
 
 
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "warm_restarts", "plateau")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 AMP_MODES: tuple[str, ...] = ("bf16", "fp16", "off")
 
 
@@ -168,6 +169,9 @@ class TrainParams:
     amp: str  # CUDA autocast dtype: bf16, fp16 (with gradient scaling) or off; CPU always trains in fp32
     channels_last: bool  # CUDA only: channels-last 3D memory format for convolutions
     nproc_per_node: int  # > 1: the stage relaunches itself under torchrun with this many processes (DDP)
+    device: str  # one of DEVICES: auto = the GPUs when the driver shows any (an unusable one is an error), else CPU
+    threads: int  # torch threads per process: CPU results depend on it, so it is fixed, never the machine's load
+
 
     def __post_init__(self) -> None:
         _require(bool(self.pretrained), "train.pretrained", "none, kinetics or a weights file path", self.pretrained)
@@ -183,14 +187,14 @@ class TrainParams:
         if self.amp not in AMP_MODES:
             raise UserError(f"params.yaml: unknown train.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}")
         _require(self.nproc_per_node >= 1, "train.nproc_per_node", "at least 1", self.nproc_per_node)
-
-
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+        if self.device not in DEVICES:
+            raise UserError(f"params.yaml: unknown train.device {self.device!r}; valid: {', '.join(DEVICES)}")
+        _require(self.threads >= 1, "train.threads", "at least 1", self.threads)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    device: str  # one of DEVICES: auto = the GPU when there is one (as training), else the CPU
+    device: str  # one of DEVICES: auto = the GPU when there is one (as training), else the CPU; threads: training's
     batch_size: int
     shuffle_seed: int  # seeds the one frame permutation of the shuffled test
     sweep_count: int  # permutations in the order study, from barely to fully shuffled

@@ -29,6 +29,7 @@ def partial_test(
     set_name: str,
     batch_size: int,
     device_name: str = "auto",
+    threads: int | None = None,
     shuffle_seed: int | None = None,
     reverse: bool = False,
     temporal_views: int = 1,
@@ -39,8 +40,8 @@ def partial_test(
     from slr.batches import eval_loader
     from slr.data.dataset import ClipDataset, load_manifest
     from slr.distributed import Process
-    from slr.devices import claimed
-    from slr.evaluate import feed_for, load_model
+    from slr.devices import claimed, configure, environment
+    from slr.evaluate import feed_for, load_model, read_checkpoint, threads_of
     from slr.inference import Views, predict
     from slr.metrics import base_result
     from slr.models import check_input
@@ -48,8 +49,11 @@ def partial_test(
 
     if shuffle_seed is not None and reverse:
         raise UserError("choose --shuffle or --reverse, not both")
-    with claimed(device_name, setting="--device") as device:  # a GPU no queued run holds, or a CPU share
-        model, meta = load_model(checkpoint, device)
+    meta = read_checkpoint(checkpoint)
+    threads = threads or threads_of(meta)  # training's, as the evaluate stage: then the numbers are the pipeline's
+    with claimed(device_name, threads=threads, setting="--device", cpu_fix="--device cpu") as device:
+        configure(device)
+        model = load_model(meta, device)
         manifest = load_manifest(clips_dir)
         if len(manifest["glosses"]) != meta["num_classes"]:
             raise UserError(f"{clips_dir} has {len(manifest['glosses'])} classes, the checkpoint "
@@ -72,9 +76,8 @@ def partial_test(
         result |= {"perm": perm, "shannon_entropy": shannon_entropy(perm)}
     result["protocol"] = {"num_frames": length, "frame_size": dataset.clips.shape[2], "crop_size": meta["crop_size"],
                           "temporal_views": temporal_views, "spatial_views": spatial_views}
-    result["provenance"] = {"checkpoint": str(checkpoint), "model": meta["model"],
-                            "device": str(device), "precision": feed.precision,
-                            "copy": (manifest.get("copy") or {}).get("md5")}
+    result["provenance"] = {"checkpoint": str(checkpoint), "model": meta["model"], **environment(device, threads),
+                            "precision": feed.precision, "copy": (manifest.get("copy") or {}).get("md5")}
     return result, scored, manifest["glosses"], meta
 
 
@@ -124,6 +127,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: the GPU when there is one, as training (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch threads on CPU (default: the checkpoint's training threads, "
+                        "as the evaluate stage)")
     parser.add_argument("--graphs", nargs="+", choices=GRAPHS, default=[], help="graphs to save (needs --save)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="write result.json and the chosen graphs here")
     args = parser.parse_args()
@@ -135,7 +140,7 @@ def main() -> None:
             clips_dir = Path(tmp) / "clips"
             reprocess_set(args.clips, args.raw, args.set, clips_dir, args.num_frames, args.frame_size)
         result, scored, glosses, meta = partial_test(
-            args.checkpoint, clips_dir, args.set, args.batch_size, args.device, args.shuffle, args.reverse,
+            args.checkpoint, clips_dir, args.set, args.batch_size, args.device, args.threads, args.shuffle, args.reverse,
             args.temporal_views, args.spatial_views,
         )
     print(json.dumps(rounded(result), indent=2))

@@ -27,7 +27,7 @@ from slr import distributed
 from slr.batches import eval_loader, train_loader
 from slr.checkpoint import Run, resume, run_fingerprint, save_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest
-from slr.devices import share_cores
+from slr.devices import configure, environment
 from slr.distributed import Process
 from slr.errors import UserError
 from slr.files import atomic_path, write_json
@@ -39,23 +39,23 @@ from slr.params import TrainParams
 
 @dataclass(frozen=True)
 class Scores:
-    loss: float
+    loss: float  # mean over the clips of batches whose loss was finite
     acc: float
+    overflowed: int = 0  # batches whose loss overflowed (fp16): GradScaler skipped their steps
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every generator; on CPU also ask for deterministic kernels, so a CPU run repeats to the last digit.
-
-    On a GPU, deterministic 3D-convolution kernels can cost much of the speed, so there cuDNN picks the fastest
-    ones instead (results then vary in the last digits between runs).
-    """
+    """Seed every generator before the model is built, so that every process builds the same weights."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-    else:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def seed_epoch(seed: int, rank: int, epoch: int) -> None:
+    """Seed torch's generators (dropout, stochastic depth) for one epoch of one process: the processes of a DDP run
+    draw different masks, as they see different clips, and a run resumed at this epoch draws what the
+    uninterrupted run drew, with no RNG state to save."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
 
 
 def accumulation_sizes(num_samples: int, batch_size: int, accumulate: int) -> list[int]:
@@ -90,11 +90,10 @@ def train_epoch(
     """
     model.train()
     device = process.device
-    sums = torch.zeros(3, device=device)  # loss, correct, clips
+    sums = torch.zeros(5, device=device)  # loss of finite batches, correct, clips, clips of finite batches, overflows
     optimizer.zero_grad(set_to_none=True)
     progress = tqdm(batches, desc=desc, total=len(group_sizes), leave=False, unit="batch", disable=not process.is_main)
     for i, (clips, labels) in enumerate(progress):
-        share_cores()  # on CPU: as other runs start and end, this one's threads follow
         x, y = feed.inputs(clips, device), labels.to(device, non_blocking=True)
         step = (i + 1) % accumulate == 0 or i + 1 == len(group_sizes)
         # DDP averages gradients at every backward; skip that until the group's last batch.
@@ -105,7 +104,7 @@ def train_epoch(
             loss = F.cross_entropy(logits.float(), y, reduction="sum")
             scaler.scale(loss / group_sizes[i]).backward()
         if step:
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # with fp16, a step whose gradients overflowed is skipped
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
         sums += _tally(loss.detach(), logits, y)
@@ -117,19 +116,25 @@ def validate(model: nn.Module, batches: DataLoader, feed: Feed, process: Process
     evaluate stage's own scoring (`slr.inference.predict`), so its val numbers are training's."""
     scored = predict(model, batches, feed, process.device, desc=desc, progress=process.is_main)[0]
     n = scored.loss.new_full((), float(len(scored.loss)))
-    return _scores(torch.stack([scored.loss.sum(), scored.hits(1).sum().double(), n]).to(process.device))
+    return _scores(torch.stack([scored.loss.sum(), scored.hits(1).sum().double(), n, n, n.new_zeros(())])
+                   .to(process.device))
 
 
 def _tally(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """One batch's (summed loss, correct, clips), on the device."""
+    """One batch's (summed loss if finite, correct, clips, clips if the loss is finite, 1 if it is not), on the
+    device: an fp16 overflow that GradScaler skipped must not turn the epoch's loss into NaN."""
     correct = (logits.argmax(1) == labels).sum().float()
+    finite = loss.isfinite()
     # new_full fills on the device; torch.tensor(..., device=cuda) would be a host copy that waits for the queue
-    return torch.stack([loss, correct, loss.new_full((), float(len(labels)))])
+    clips = loss.new_full((), float(len(labels)))
+    zero = torch.zeros_like(loss)
+    return torch.stack([torch.where(finite, loss, zero), correct, clips, torch.where(finite, clips, zero),
+                        (~finite).float()])
 
 
 def _scores(sums: torch.Tensor) -> Scores:
-    loss, correct, seen = distributed.sum_across(sums).tolist()
-    return Scores(loss / seen, correct / seen)
+    loss, correct, seen, finite, overflowed = distributed.sum_across(sums).tolist()
+    return Scores(loss / finite if finite else math.nan, correct / seen, int(overflowed))
 
 
 def rewind_live(live_dir: Path, steps: int) -> None:
@@ -167,15 +172,22 @@ def fit(
     val_batches = eval_loader(val_set, p.batch_size, process)
     while run.epoch < p.epochs and not run.stopped:
         epoch = run.epoch + 1
+        seed_epoch(seed, process.rank, epoch)
         train_set.set_epoch(epoch)
         train_batches.sampler.set_epoch(epoch)
         train = train_epoch(trained, train_batches, group_sizes, p.accumulate, run.optimizer, run.scaler, feed,
                             process, desc=f"epoch {epoch} train")
-        if not math.isfinite(train.loss):
+        # With GradScaler (fp16) an overflowing batch only skips its step; anywhere else it has reached the weights.
+        if not math.isfinite(train.loss) or (train.overflowed and not run.scaler.is_enabled()):
             raise UserError(
-                f"train loss is {train.loss} in epoch {epoch}; lower train.backbone_lr/head_lr or set train.amp "
-                f"to bf16 or off (the last good state is {out_dir / 'last.pth'})"
+                f"train loss is not finite in epoch {epoch} ({train.overflowed} of {len(group_sizes)} batches); "
+                f"lower train.backbone_lr/head_lr or set train.amp to bf16 or off (the last good state is "
+                f"{out_dir / 'last.pth'})"
             )
+        if train.overflowed:
+            process.log(f"train: {train.overflowed} of {len(group_sizes)} batches of epoch {epoch} overflowed in fp16; "
+                        "GradScaler skipped their steps and lowered its scale (the weights are unaffected)")
+        distributed.share_buffers(model)
         val = validate(model, val_batches, feed, process, desc=f"epoch {epoch} val")
         run.epoch = epoch
         run.schedule.step(val.loss)
@@ -200,19 +212,28 @@ def fit(
     return run.best
 
 
-def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, seed: int, p: TrainParams) -> dict:
-    """Train `model_name` on the clips in `clips_dir`; write best.pth, last.pth and data_info.json to `out_dir`
-    and the training curves to `live_dir`, resuming from out_dir/last.pth when it belongs to this very run.
+def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, seed: int, p: TrainParams,
+          device_type: str) -> dict:
+    """Train `model_name` on the clips in `clips_dir` on the device `slr.devices.claimed` chose (`device_type`);
+    write best.pth, last.pth and data_info.json to `out_dir` and the training curves to `live_dir`, resuming from
+    out_dir/last.pth when it belongs to this very run.
 
     data_info.json records what evaluation needs to feed the model the clips it was trained on (frames, sizes,
-    normalisation), as the original project's did. Returns the best epoch's {epoch, val_loss, val_acc}.
+    normalisation, precision, threads), as the original project's did. Returns the best epoch's {epoch, val_loss,
+    val_acc}.
     """
     manifest = load_manifest(clips_dir)
     check_recipe(model_name, manifest["num_frames"], manifest["frame_size"], p.crop_size)
     mean, std = normalization(model_name)
-    process = distributed.start()
+    process = distributed.start(device_type)
     try:
         return _train(clips_dir, out_dir, live_dir, model_name, seed, p, process, manifest, mean, std)
+    except torch.OutOfMemoryError:
+        effective = p.batch_size * p.accumulate * process.world_size
+        fix = (f"halve train.batch_size and double train.accumulate (-S train.batch_size={p.batch_size // 2} -S "
+               f"train.accumulate={p.accumulate * 2}: the effective batch stays {effective})" if p.batch_size > 1 else
+               "lower preprocess.num_frames or train.crop_size, or use a GPU with more memory")
+        raise UserError(f"out of GPU memory training {model_name} at train.batch_size {p.batch_size}: {fix}") from None
     finally:
         distributed.stop()
 
@@ -229,9 +250,22 @@ def _train(
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> dict:
+    configure(process.device)
+    seed_everything(seed)
+    train_set = ClipDataset(clips_dir, "train", p.crop_size, train=True, flip=p.hflip, seed=seed)
+    val_set = ClipDataset(clips_dir, "val", p.crop_size, train=False, flip=False, seed=seed)
+    if p.batch_size > len(train_set):
+        raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
+    num_classes = len(manifest["glosses"])
+    model = build_model(model_name, num_classes, p.dropout, p.pretrained).to(process.device)
+    feed = Feed.choose(p.amp, p.channels_last, process.device, mean, std)
+    if feed.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    run = Run(model, model_name, p, process.device)
+    placement = {"device": process.device.type, "precision": feed.precision, "world_size": process.world_size}
     meta = {
         "model": model_name,
-        "num_classes": len(manifest["glosses"]),
+        "num_classes": num_classes,
         "dropout": p.dropout,
         "num_frames": manifest["num_frames"],
         "frame_size": manifest["frame_size"],
@@ -241,26 +275,19 @@ def _train(
         # how training's validation fed the model; evaluation on the same kind of device feeds it the same way
         "amp": p.amp,
         "channels_last": p.channels_last,
+        "precision": feed.precision,
+        "threads": p.threads,
         "copy": manifest.get("copy"),  # the WLASL copy the clips came from (the download stage's fingerprint)
+        # what training's numbers depend on beyond params and data, to explain a difference between two machines
+        "environment": {**environment(process.device, p.threads), "processes": process.world_size},
+        "fingerprint": run_fingerprint(model_name, seed, p, clips_dir, placement),
     }
-    seed_everything(seed)
-    train_set = ClipDataset(clips_dir, "train", p.crop_size, train=True, flip=p.hflip, seed=seed)
-    val_set = ClipDataset(clips_dir, "val", p.crop_size, train=False, flip=False, seed=seed)
-    if p.batch_size > len(train_set):
-        raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
-    model = build_model(model_name, meta["num_classes"], p.dropout, p.pretrained).to(process.device)
-    feed = Feed.choose(p.amp, p.channels_last, process.device, mean, std)
-    if feed.channels_last:
-        model.to(memory_format=torch.channels_last_3d)
-    run = Run(model, model_name, p, process.device)
-    meta["precision"] = feed.precision
-    meta["fingerprint"] = run_fingerprint(model_name, seed, p, clips_dir)
     resumed = resume(run, out_dir, meta["fingerprint"], process)
     effective = p.batch_size * p.accumulate * process.world_size
     process.log(f"train: {model_name} ({count_parameters(model) / 1e6:.1f}M parameters, backbone {p.pretrained}), "
-        f"{meta['num_classes']} classes, {len(train_set)} train / {len(val_set)} val clips of "
+        f"{num_classes} classes, {len(train_set)} train / {len(val_set)} val clips of "
         f"{meta['num_frames']}x{p.crop_size}x{p.crop_size}; effective batch {effective} on {process.world_size} x "
-        f"{process.device.type} ({feed.precision})")
+        f"{process.device.type} ({feed.precision}, {p.threads} threads per process)")
     live = None
     if process.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

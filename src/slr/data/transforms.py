@@ -37,10 +37,9 @@ def hflip(clip: np.ndarray) -> np.ndarray:
     return clip[..., ::-1, :]
 
 
-def to_model_input(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (B, T, H, W, C) -> normalised float32 (B, C, T, H, W), on the batch's device."""
+def to_model_input(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, C) -> normalised float32 (B, C, T, H, W), on the batch's device; `mean` and `std` are
+    (1, C, 1, 1, 1) tensors on that device."""
     # Copy to (B, C, T, H, W) memory order while still uint8: conv3d on a channels-last view is slower on CPU.
     x = batch.permute(0, 4, 1, 2, 3).contiguous().float().div_(255.0)
-    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1, 1)
-    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1, 1)
-    return x.sub_(mean_t).div_(std_t)
+    return x.sub_(mean).div_(std)
