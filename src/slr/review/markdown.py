@@ -95,8 +95,9 @@ def runs_table(c: Comparison) -> list[str]:
             ["model", text(c.base.model), text(c.target.model)],
             ["test clips", *(str(r.num_test) if r.num_test else "n/a" for r in (c.base, c.target))],
             ["WLASL copy", *(text(r.metrics.get("copy") or "n/a") for r in (c.base, c.target))],
-            ["device, precision", *(text(f"{r.metrics.get('device')}, {r.metrics.get('precision')}")
-                                    for r in (c.base, c.target))]]
+            *([label, *(text(", ".join(str(r.metrics.get(k, "n/a")) for k in keys)) for r in (c.base, c.target))]
+              for label, keys in (("device, precision", ("device", "precision")),
+                                  ("threads, torch, CPU", ("threads", "torch", "cpu"))))]
     return table(["", "base", "target"], rows)
 
 
