@@ -59,7 +59,8 @@ def build(repo: Path, test_per_class: int) -> None:
     if not (repo / ".git").is_dir():
         files = sh(ROOT, "git", "ls-files").split("\n")
         for name in filter(None, files):
-            if (ROOT / name).is_file() and not name.startswith(RESULTS) and name != "dvc.lock":
+            keep = not name.startswith(RESULTS) or name.endswith(".gitignore")  # models/.gitignore: no .pth in git
+            if (ROOT / name).is_file() and keep and name != "dvc.lock":
                 (repo / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, repo / name)
         sh(repo, "git", "init", "-q")

@@ -2,7 +2,7 @@
 compared clip by clip (a paired interval, McNemar's test) with neither checkpoint nor clips at hand.
 
 The evaluate stage writes it, `slr-report` reads it. One JSON object whose `rows` hold one clip per line, with labels
-and predictions as indices into `glosses`: at asl2000 (2,878 test clips, 2,000 glosses) the file stays near 120 kB,
+and predictions as indices into `glosses`: at asl2000 (2,878 test clips, 2,000 glosses) the file stays near 120-140 kB,
 where a record of named fields per clip would pass 300 kB. No floats, rows in the manifest's order: the same
 predictions give the same bytes.
 
