@@ -6,25 +6,35 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Python 3.11: $PYTHON if set, else python3.11, else a python3 that is 3.11.
+# Python: $PYTHON if set, else the newest of python3.13, python3.12, python3.11 and python3 that runs and is 3.11 to
+# 3.13 (the versions every pinned package has wheels for, and that CI tests).
+SUPPORTED='import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'
 if [[ -z ${PYTHON:-} ]]; then
-    PYTHON=python3.11
-    if ! command -v python3.11 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-        PYTHON=python3
-    fi
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null && "$candidate" -c "$SUPPORTED" 2>/dev/null; then
+            PYTHON=$candidate
+            break
+        fi
+    done
 fi
-VENV=.venv
+VENV=${VENV:-.venv}  # another folder for a second Python beside the first (.ci/run: VENV=.venv-second)
 STAMP=$VENV/.installed
 
 setup() {
-    command -v "$PYTHON" >/dev/null || { echo "error: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 2; }
+    if [[ -z ${PYTHON:-} ]] || ! command -v "$PYTHON" >/dev/null; then
+        echo "error: no Python 3.11, 3.12 or 3.13 found${PYTHON:+ ($PYTHON not found)}; install one, or set PYTHON=/path/to/python3.1x" >&2
+        exit 2
+    fi
     local want
     want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
     if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
         return
     fi
     echo "setup: installing pinned requirements into $VENV (torch is a large download the first time)"
-    [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
+    if [[ ! -x $VENV/bin/python ]]; then
+        echo "setup: a virtual environment of $("$PYTHON" --version) ($PYTHON)"
+        "$PYTHON" -m venv "$VENV"
+    fi
     echo "setup: step 1 of 2, the pinned requirements (pip lists each package as it goes)"
     "$VENV/bin/python" -m pip install --disable-pip-version-check -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
     echo "setup: step 2 of 2, this project (editable)"

@@ -2,7 +2,7 @@
 (default 8 minutes) on one GPU, into one JSON file and a Markdown table for BENCHMARKS.md.
 
   1. the device decision (slr.devices.decide) and the environment: driver, GPU, torch, CUDA, cuDNN;
-  2. the CUDA tests of the suite (`pytest -m cuda`);
+  2. the CUDA tests of the suite (tests/test_cuda.py, marker `cuda`);
   3. per model, at the `original` recipe's clip (conf/: 32 x 224 x 224 for S3D, 16 x 224 x 224 for the others),
      training clips/s in fp32, bf16 and fp16 (GradScaler), each with channels-last off and on, and the peak GPU
      memory of each; evaluation clips/s (slr.inference.predict, in bf16 + channels-last where it trains);
@@ -110,7 +110,7 @@ def measure(name: str, precision: str, channels_last: bool, device: torch.device
 
 def cuda_tests(dry_run: bool, timeout: float) -> dict[str, Any]:
     """The suite's CUDA tests (marker `cuda`): run on a GPU, collected only in a dry run."""
-    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-p", "no:cacheprovider",
                *(["--collect-only"] if dry_run else [])]
     start = time.monotonic()
     try:

@@ -70,7 +70,8 @@ def main() -> None:
             "download": ["download.py", "raw", "download.json"],
             "preprocess": ["preprocess.py", "raw", "clips", "data.json", "data-report.json"],
             "train": ["train.py", "clips", "models", "live"],
-            "evaluate": ["evaluate.py", "models/best.pth", "clips", "eval.json", "eval-report.json", "plots"],
+            "evaluate": ["evaluate.py", "models/best.pth", "clips", "eval.json", "eval-report.json", "plots",
+                         "predictions.json"],
         }
         costs = {}
         for name, (script, *paths) in stages.items():

@@ -26,8 +26,8 @@ WLASL_DIR = Path(os.environ.get("WLASL_METADATA", REPO.parent / "shared" / "wlas
 
 @pytest.fixture(scope="session", autouse=True)
 def private_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """This session's runs share GPUs and CPU cores (slr.devices) with each other only: a run elsewhere on the
-    machine would change their thread count, and with it the last digits of results that tests compare."""
+    """This session's runs take GPUs and CPU cores (slr.devices) among themselves only: runs elsewhere on the machine
+    (another clone's pipeline, another test session) neither wait for them nor make them wait."""
     os.environ["SLR_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
 
 

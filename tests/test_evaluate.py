@@ -184,8 +184,10 @@ def test_missing_device_is_one_line(trained: Path) -> None:
 
 
 def _slr_test(trained: Path, *args: str) -> subprocess.CompletedProcess:
+    """`slr-test ARGS` on the CPU (as the rest of this module, also where a GPU is visible)."""
     code = "from slr.partial import cli; cli()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=trained, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, "--device", "cpu", *args], cwd=trained, capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_slr_test_reversed_with_graphs(trained: Path) -> None:

@@ -57,7 +57,7 @@ def test_truncated_best_checkpoint(repo: Path, tmp_path: Path) -> None:
     shutil.copyfile(repo / "models/best.pth", best)
     _truncate(best)
     error = _one_error(_stage("evaluate", best, repo / "data/clips", tmp_path / "m.json", tmp_path / "r.json",
-                              tmp_path / "plots", params=tiny_params_file(tmp_path)))
+                              tmp_path / "plots", tmp_path / "p.json", params=tiny_params_file(tmp_path)))
     assert error == (f"error: {best} is damaged (not a torch checkpoint: truncated, or another format); run `dvc "
                      "repro train`, or `dvc checkout models/best.pth` to restore yours")
     assert not (tmp_path / "m.json").exists()
@@ -99,7 +99,7 @@ def test_damaged_shard_in_train_evaluate_and_slr_test(repo: Path, tmp_path: Path
                                capture_output=True, text=True, timeout=300),
         lambda: _stage("train", clips, tmp_path / "models", tmp_path / "live", params=params),
         lambda: _stage("evaluate", repo / "models/best.pth", clips, tmp_path / "m.json", tmp_path / "r.json",
-                       tmp_path / "plots", params=params),
+                       tmp_path / "plots", tmp_path / "p.json", params=params),
     ]
     for run in runs if how == "truncated" else runs[:1]:  # every reader opens a set through store.ClipArray
         error = _one_error(run())

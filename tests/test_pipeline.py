@@ -96,6 +96,20 @@ def test_same_params_give_identical_results(repo: Path) -> None:
     assert {p: (repo / p).read_bytes() for p in files} == before
 
 
+def test_runs_started_together_give_the_results_of_a_run_alone(repo: Path, tmp_path: Path) -> None:
+    """Two clones retrain at once on one machine (sharing its lock folder): each computes with train.threads, taking
+    that many cores or waiting for them, so both score exactly as the session's repo did alone."""
+    alone = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "models/best.pth")}
+    clones = [copy_repo(repo, tmp_path / name) for name in ("a", "b")]
+    runs = [subprocess.Popen(["dvc", "repro", "--force", "--downstream", "train"], cwd=clone, env=tool_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for clone in clones]
+    for run in runs:
+        out = run.communicate(timeout=900)[0]
+        assert run.returncode == 0, out
+    for clone in clones:
+        assert {p: (clone / p).read_bytes() for p in alone} == alone
+
+
 def test_evaluate_only_param_reruns_only_evaluate(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["evaluate"]["shuffle_seed"] = 7
@@ -150,3 +164,12 @@ def test_queued_grid_runs_and_the_comparison_table_shows_it(queued_grid: Path) -
     assert sorted(r["name"] for r in runs) == ["seed1", "seed2", "seed3"]
     weights = {r["data"]["outs"]["models/best.pth"]["hash"] for r in runs}
     assert len(weights) == 3  # each seed's own run, although two ran at once
+
+
+def test_a_queued_experiment_scores_as_the_same_experiment_run_alone(queued_grid: Path, tmp_path: Path) -> None:
+    root = copy_repo(queued_grid, tmp_path / "repo", commit=False)  # the grid's commit, its experiments' refs
+    _sh(root, "dvc", "exp", "run", "-S", "model=MC3_18", "-S", "train.epochs=1", "-S", "seed=1")
+    refs = _sh(root, "git", "for-each-ref", "--format=%(refname)", "refs/exps", stdout_only=True).split()
+    queued = next(ref for ref in refs if ref.endswith("/seed1"))  # run by `dvc queue start -j 2`, beside another
+    assert _sh(root, "git", "show", f"{queued}:metrics/eval.json", stdout_only=True) == \
+        (root / "metrics/eval.json").read_text()

@@ -73,5 +73,6 @@ def test_missing_preprocessed_data(tmp_path: Path) -> None:
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
     cwd = _params(tmp_path, lambda raw: None)
-    result = _run([str(REPO / "stages/evaluate.py"), "best.pth", "clips", "eval.json", "report.json", "plots"], cwd)
+    result = _run([str(REPO / "stages/evaluate.py"), "best.pth", "clips", "eval.json", "report.json", "plots",
+                   "predictions.json"], cwd)
     _assert_one_line_error(result, "checkpoint best.pth not found")

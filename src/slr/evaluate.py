@@ -32,6 +32,7 @@ from slr.metrics import (
 )
 from slr.models import build_model
 from slr.params import EvaluateParams
+from slr.predictions import Predictions
 from slr.shuffle import make_permutation, shannon_entropy, sweep_permutations
 
 STUDY = ("ordered", "shuffled", "reversed")
@@ -183,6 +184,16 @@ def by_gloss(evaluation: Evaluation) -> list[dict]:
         records.append({"gloss": evaluation.glosses[label], "clips": counts[label], **row,
                         **{f"drop_{name}": row["ordered"] - row[name] for name in ("shuffled", "reversed", "sweep")}})
     return records
+
+
+def per_clip(evaluation: Evaluation, clips_dir: Path) -> Predictions:
+    """Each test clip's outcome, in the manifest's order (reports/predictions.json): what a comparison of two runs
+    pairs clip by clip."""
+    test = evaluation.test
+    return Predictions(evaluation.provenance["copy"], evaluation.orderings["shuffled"], evaluation.glosses,
+                       load_manifest(clips_dir)["sets"]["test"]["video_ids"], test["ordered"].labels.tolist(),
+                       test["ordered"].predicted.tolist(), test["ordered"].hits(5).tolist(),
+                       test["shuffled"].predicted.tolist(), test["reversed"].predicted.tolist())
 
 
 def summary(evaluation: Evaluation, consistent: bool, study: dict, samples: int, seed: int) -> dict:

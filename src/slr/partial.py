@@ -37,6 +37,8 @@ def partial_test(
 ) -> tuple[dict, Scored, list[str], dict]:
     """Test `checkpoint` on one set; return the result (BaseRes, or ShuffRes when shuffled, with the protocol and
     provenance), the scored clips, the glosses and the checkpoint's metadata."""
+    import torch
+
     from slr.batches import eval_loader
     from slr.data.dataset import ClipDataset, load_manifest
     from slr.distributed import Process
@@ -70,7 +72,11 @@ def partial_test(
         perm = list(range(length - 1, -1, -1)) if reverse else perm
         feed = feed_for(meta, device)
         batches = eval_loader(dataset, batch_size, Process(0, 1, device))
-        scored = predict(model, batches, feed, device, [perm], views, desc=set_name)[0]
+        try:
+            scored = predict(model, batches, feed, device, [perm], views, desc=set_name)[0]
+        except torch.OutOfMemoryError:
+            raise UserError(f"out of GPU memory at --batch-size {batch_size}: lower it (--batch-size "
+                            f"{max(1, batch_size // 2)})") from None
     result = {**base_result(scored), "num_videos": len(scored.labels), "num_missing": dataset.missing}
     if perm is not None:
         result |= {"perm": perm, "shannon_entropy": shannon_entropy(perm)}

@@ -224,10 +224,15 @@ def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, se
     """
     manifest = load_manifest(clips_dir)
     check_recipe(model_name, manifest["num_frames"], manifest["frame_size"], p.crop_size)
-    mean, std = normalization(model_name)
+    train_set = ClipDataset(clips_dir, "train", p.crop_size, train=True, flip=p.hflip, seed=seed)
+    val_set = ClipDataset(clips_dir, "val", p.crop_size, train=False, flip=False, seed=seed)
+    if p.batch_size > len(train_set):
+        raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
+    # Bad input stops every process before they connect: a process that exits while another is still joining the
+    # group would end that one in gloo's "Connection closed by peer" traceback.
     process = distributed.start(device_type)
     try:
-        return _train(clips_dir, out_dir, live_dir, model_name, seed, p, process, manifest, mean, std)
+        return _train(clips_dir, train_set, val_set, out_dir, live_dir, model_name, seed, p, process, manifest)
     except torch.OutOfMemoryError:
         effective = p.batch_size * p.accumulate * process.world_size
         fix = (f"halve train.batch_size and double train.accumulate (-S train.batch_size={p.batch_size // 2} -S "
@@ -240,6 +245,8 @@ def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, se
 
 def _train(
     clips_dir: Path,
+    train_set: ClipDataset,
+    val_set: ClipDataset,
     out_dir: Path,
     live_dir: Path,
     model_name: str,
@@ -247,15 +254,10 @@ def _train(
     p: TrainParams,
     process: Process,
     manifest: dict[str, Any],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
 ) -> dict:
     configure(process.device)
     seed_everything(seed)
-    train_set = ClipDataset(clips_dir, "train", p.crop_size, train=True, flip=p.hflip, seed=seed)
-    val_set = ClipDataset(clips_dir, "val", p.crop_size, train=False, flip=False, seed=seed)
-    if p.batch_size > len(train_set):
-        raise UserError(f"train.batch_size {p.batch_size} is larger than the training set ({len(train_set)} clips)")
+    mean, std = normalization(model_name)
     num_classes = len(manifest["glosses"])
     model = build_model(model_name, num_classes, p.dropout, p.pretrained).to(process.device)
     feed = Feed.choose(p.amp, p.channels_last, process.device, mean, std)
