@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+import clock
 from slr.distributed import Process
 from slr.models import build_model, check_input, normalization
 from slr.inference import Feed
 from slr.train import accumulation_sizes, seed_everything, train_epoch
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _batches(num: int, batch: int, frames: int, size: int, classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(torch.randint(0, 256, (batch, frames, size, size, 3), dtype=torch.uint8),
-             torch.randint(0, classes, (batch,))) for _ in range(num)]
 
 
 def _setup(name: str, classes: int, feed: Feed, device: torch.device
@@ -43,21 +33,13 @@ def _setup(name: str, classes: int, feed: Feed, device: torch.device
     return model, optimizer, torch.amp.GradScaler(device.type, enabled=False)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def overhead(args: argparse.Namespace) -> None:
     process = Process(0, 1, torch.device(args.device))
     device = process.device
     feed = Feed(*normalization(args.model), torch.bfloat16 if args.amp else None, args.amp)
     check_input(args.model, args.frames, args.size)
     seed_everything(0)
-    batches = _batches(args.batches, args.batch, args.frames, args.size, 10)
+    batches = clock.random_batches(args.batches, args.batch, args.frames, args.size, 10)
     model, optimizer, scaler = _setup(args.model, 10, feed, device)
     sizes = accumulation_sizes(args.batches * args.batch, args.batch, 1)
 
@@ -78,8 +60,8 @@ def overhead(args: argparse.Namespace) -> None:
     bare(), loop()  # warm-up: kernels chosen, allocator primed
     times: dict[str, list[float]] = {"bare": [], "loop": []}
     for _ in range(args.rounds):
-        times["bare"].append(_timed(bare, device))
-        times["loop"].append(_timed(loop, device))
+        times["bare"].append(clock.timed(bare, device))
+        times["loop"].append(clock.timed(loop, device))
     b, lp = statistics.median(times["bare"]), statistics.median(times["loop"])
     print(f"{args.model} {args.frames}x{args.size}x{args.size}, batch {args.batch}, {args.batches} batches, "
           f"{device}{' bf16+channels-last' if args.amp else ' fp32'}, median of {args.rounds} rounds: "

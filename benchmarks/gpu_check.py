@@ -27,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+import clock  # noqa: E402
 from slr.devices import decide, environment, read_machine  # noqa: E402
 from slr.distributed import Process  # noqa: E402
 from slr.inference import Feed, predict  # noqa: E402
@@ -56,24 +57,6 @@ def smallest_input(name: str) -> tuple[int, int]:
     return max(8, meta.get("min_temporal_size") or 1), max(32, *meta["min_size"])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _batches(num: int, batch: int, frames: int, size: int, classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(torch.randint(0, 256, (batch, frames, size, size, 3), dtype=torch.uint8),
-             torch.randint(0, classes, (batch,))) for _ in range(num)]
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def measure(name: str, precision: str, channels_last: bool, device: torch.device, frames: int, size: int,
             batch: int, warmup: int, timed: int, evaluation: bool) -> dict[str, Any]:
     """Training clips/s of `name` through the train stage's own loop (slr.train.train_epoch) and its peak memory;
@@ -86,21 +69,21 @@ def measure(name: str, precision: str, channels_last: bool, device: torch.device
         model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-5, weight_decay=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    batches = _batches(warmup + timed, batch, frames, size, 100)
+    batches = clock.random_batches(warmup + timed, batch, frames, size, 100)
     sizes = accumulation_sizes((warmup + timed) * batch, batch, 1)
     if warmup:  # cuDNN's autotuning, the allocator's first requests
         train_epoch(model, batches[:warmup], sizes[:warmup], 1, optimizer, scaler, feed, process)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    seconds = _timed(lambda: train_epoch(model, batches[warmup:], sizes[warmup:], 1, optimizer, scaler, feed,
-                                         process), device)
+    seconds = clock.timed(partial(train_epoch, model, batches[warmup:], sizes[warmup:], 1, optimizer, scaler, feed,
+                                  process), device)
     result = {"model": name, "precision": precision, "channels_last": channels_last, "clip": f"{frames}x{size}x{size}",
               "batch": batch, "train_clips_s": timed * batch / seconds,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
     if evaluation:
         if warmup:
             predict(model, batches[:warmup], feed, device, progress=False)
-        seconds = _timed(lambda: predict(model, batches[warmup:], feed, device, progress=False), device)
+        seconds = clock.timed(partial(predict, model, batches[warmup:], feed, device, progress=False), device)
         result["eval_clips_s"] = timed * batch / seconds
     del model, optimizer
     if device.type == "cuda":

@@ -251,8 +251,8 @@ def test_a_precut_copy_still_cuts_a_source_video(raw: tuple[Path, dict[str, str]
     precut = tmp_path / "raw"
     (precut / "videos").mkdir(parents=True)
     (precut / "WLASL_v0.3.json").symlink_to(raw[0] / "WLASL_v0.3.json")
-    for video in (raw[0] / "videos").iterdir():
-        (precut / "videos" / video.name).symlink_to(video)
+    for clip in (raw[0] / "videos").iterdir():
+        (precut / "videos" / clip.name).symlink_to(clip)
     cut = raw[1]["dup_of"]  # a val clip, cut to its range 3-10 as WLASL's start_kit cuts
     (precut / "videos" / f"{cut}.mp4").unlink()
     write_frames(precut / "videos" / f"{cut}.mp4", _frames(LENGTH)[2:10], fps=25)
