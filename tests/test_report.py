@@ -21,6 +21,7 @@ from scipy.stats import binomtest
 from conftest import REPO, copy_repo, sh, tool_env
 from slr.predictions import Predictions, dumps, loads
 from slr.review.compare import compare, load_run
+from slr.review.grid import grid_verdict
 from slr.review.markdown import text
 from slr.review.revisions import resolve
 from slr.review.staleness import stale_stages
@@ -174,6 +175,18 @@ def test_runs_on_different_clips_get_unpaired_intervals(tmp_path: Path) -> None:
     cdf, values = np.cumsum(weights.ravel()[order]), outer.ravel()[order]
     expected = [values[np.argmax(cdf >= q - 1e-9)] for q in (0.025, 0.975)]
     assert c.changes[0].interval == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_grid_says_no_change_better_worse_as_a_pair_does_after_holm(tmp_path: Path) -> None:
+    """A grid row's verdict words are a pair's, with better/worse only where the Holm-corrected p is below 0.05."""
+    base = fake_predictions(80, 10, seed=5)
+    git_runs(tmp_path / "repo", [run_files(base, "R3D_18"), run_files(base, "MC3_18"),
+                                 run_files(fake_predictions(80, 10, seed=6, accuracy=0.1), "R(2+1)D_18")])
+    run = [load_run(resolve(tmp_path / "repo", rev)) for rev in ("HEAD~2", "HEAD~1", "HEAD")]
+    same, much_worse = compare(run[0], run[1]), compare(run[0], run[2])
+    assert same.verdict_word() == "no change" and grid_verdict(same, 1.0) == "no change"
+    assert much_worse.verdict_word() == "worse" and grid_verdict(much_worse, 0.001) == "worse"
+    assert grid_verdict(much_worse, 0.2) == "no clear difference"  # worse alone, not once corrected for the grid
 
 
 def test_mcnemar_without_discordant_clips_is_one_and_holm_matches_its_procedure() -> None:

@@ -49,8 +49,11 @@ def load_grid(root: Path, commit: str, baseline: str | None) -> Grid:
 
 
 def grid_verdict(c: Comparison, adjusted: float | None) -> str:
-    if adjusted is None:
-        return "not comparable clip by clip"
+    """A pair's verdict (`Comparison.verdict_word`), except that better or worse needs the Holm-corrected p below
+    ALPHA: the grid's comparisons are several tests at once."""
+    word = c.verdict_word()
+    if adjusted is None or word == "no change":
+        return word
     if adjusted >= ALPHA:
         return "no clear difference"
     return "better" if c.changes[0].change > 0 else "worse"
