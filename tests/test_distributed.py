@@ -138,9 +138,9 @@ def test_two_nodes_killed_in_epoch_two_resume_together_and_end_as_an_uninterrupt
     started = time.monotonic()
     logs = _finish([_node(folder, rank, port) for rank, folder in enumerate(killed)])
     resumed_in = time.monotonic() - started
-    assert "resuming this run from models/last.pth (process 0's, sent to every process), where 1 epochs are done" \
+    assert "resuming this run from models/last.pth (process 0's, sent to every process) after epoch 1" \
         in logs[0]
-    assert "process 1 has no last.pth of this run: resuming from process 0's, where 1 epochs are done" in logs[1]
+    assert "process 1 has no last.pth of this run: resuming from process 0's after epoch 1" in logs[1]
     assert "epoch 1/3" not in logs[0] and "epoch 2/3" in logs[0] and "epoch 3/3" in logs[0]
     for name in ("best.pth", "last.pth"):
         a = torch.load(whole[0] / "models" / name, weights_only=True)

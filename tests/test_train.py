@@ -207,7 +207,7 @@ def test_killed_training_resumes_at_the_next_epoch_with_identical_results(repo: 
     process.wait()
     assert torch.load(killed / "models/last.pth", weights_only=True)["epoch"] == 1
     out = _run(_train_command(repo, killed, params))
-    assert "resuming this run from" in out and "where 1 epochs are done" in out
+    assert "resuming this run from" in out and "after epoch 1" in out
     assert "epoch 1/3" not in out and "epoch 2/3" in out and "epoch 3/3" in out
     whole, resumed = _results(tmp_path / "whole"), _results(killed)
     assert resumed["curves"] == whole["curves"] and resumed["metrics"] == whole["metrics"]
@@ -227,7 +227,7 @@ def test_killed_dvc_repro_resumes_from_the_persisted_checkpoint(repo: Path, tmp_
     os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs
     process.wait()
     out = sh(root, "dvc", "repro")
-    assert "resuming this run from models/last.pth, where 1 epochs are done" in out  # persist: DVC kept it
+    assert "resuming this run from models/last.pth after epoch 1" in out  # persist: DVC kept it
     assert "epoch 1/3:" not in out and "epoch 2/3:" in out and "epoch 3/3:" in out
     curve = (root / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in curve] == ["step", "0", "1", "2"]  # history continued, not restarted

@@ -207,10 +207,10 @@ def resume(run: Run, out_dir: Path, fingerprint: dict[str, Any], process: Proces
     source = next(rank for rank, f in enumerate(everyone) if f.epoch == best)
     run.load_state_dict(distributed.send_from(source, checkpoint))
     sent = f" (process {source}'s, sent to every process)" if process.world_size > 1 else ""
-    process.log(f"train: resuming this run from {out_dir / 'last.pth'}{sent}, where {run.epoch} epochs are done")
+    process.log(f"train: resuming this run from {out_dir / 'last.pth'}{sent} after epoch {run.epoch}")
     if found.epoch != best and not process.is_main:  # another node's console says what this one did
-        print(f"train: process {process.rank} has no last.pth of this run: resuming from process {source}'s, where "
-              f"{run.epoch} epochs are done", flush=True)
+        print(f"train: process {process.rank} has no last.pth of this run: resuming from process {source}'s after "
+              f"epoch {run.epoch}", flush=True)
     return True
 
 
