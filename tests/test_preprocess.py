@@ -94,6 +94,23 @@ def test_a_container_that_is_not_mp4_is_judged_by_its_frame_count(tmp_path: Path
         decode(path)
 
 
+def _box(kind: bytes, *content: bytes) -> bytes:
+    body = b"".join(content)
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+@pytest.mark.parametrize("stbl", [b"", _box(b"stbl", _box(b"stco", bytes(4), struct.pack(">II", 1, 8)))],
+                         ids=["no sample table", "no sample sizes"])
+def test_an_mp4_index_missing_its_tables_is_judged_by_its_frames(tmp_path: Path, stbl: bytes) -> None:
+    """A video track whose index lacks a box the walk needs (no stbl, no stsz) is not a crash: the container cannot
+    tell, so the frame count decides."""
+    hdlr = _box(b"hdlr", bytes(8), b"vide", bytes(12))
+    moov = _box(b"moov", _box(b"trak", _box(b"mdia", hdlr, _box(b"minf", stbl))))
+    path = tmp_path / "v.mp4"
+    path.write_bytes(_box(b"ftyp", b"isom", bytes(4)) + moov + _box(b"mdat", bytes(16)))
+    assert not video.cut_off(path)
+
+
 def test_writing_without_the_encoder_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(video, "FOURCC", "XXXX")  # no OpenCV build has it: the writer does not open
     with pytest.raises(UserError, match=r"OpenCV .* cannot write .*v\.mp4 with the XXXX encoder; install the"):

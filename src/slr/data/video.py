@@ -87,7 +87,7 @@ def decode(
     if not path.is_file():
         raise VideoError("missing", path)
     with _open(path) as capture:
-        if cut_off(path):
+        if cut_off(path):  # after the open: a file whose index is cut off is "unreadable", as OpenCV finds it
             raise VideoError("truncated", path)
         declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         plan = span(declared if declared > 0 else _count(path))  # no count in the container: count by decoding
@@ -163,7 +163,7 @@ def cut_off(path: Path) -> bool:
             moov = next((box for kind, box in top if kind == b"moov"), None)
             return any(box[1] > size for _, box in top) or (
                 moov is not None and any(end > size for end in _video_data_ends(file, moov)))
-        except (struct.error, ValueError, StopIteration):
+        except (struct.error, ValueError, KeyError):  # a table missing or malformed: the frame count decides
             return False
 
 
@@ -192,23 +192,26 @@ def _boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, Box]]:
 
 
 def _child(file: BinaryIO, box: Box, kind: bytes) -> Box:
-    """The content of the first `kind` box inside `box` (StopIteration if there is none)."""
-    return next(b for k, b in _boxes(file, *box) if k == kind)
+    """The content of the first `kind` box inside `box` (ValueError if there is none)."""
+    found = next((b for k, b in _boxes(file, *box) if k == kind), None)
+    if found is None:
+        raise ValueError(f"no {kind!r} box")
+    return found
 
 
 def _table(file: BinaryIO, box: Box, item: str, skip: int = 0) -> list[tuple]:
     """The entries of a full box's table: after version and flags and `skip` more bytes, a 32-bit count, then the
-    entries, each of struct format `item` (big-endian)."""
+    entries, each of struct format `item` (big-endian). A count past the box's end is cut to the entries it holds."""
     file.seek(box[0] + 4 + skip)
     count = struct.unpack(">I", file.read(4))[0]
     width = struct.calcsize(">" + item)
-    data = file.read(count * width)
-    return [struct.unpack_from(">" + item, data, k * width) for k in range(count)]
+    data = file.read(min(count * width, max(0, box[1] - file.tell())))
+    return [struct.unpack_from(">" + item, data, k * width) for k in range(len(data) // width)]
 
 
 def _video_data_ends(file: BinaryIO, moov: Box) -> Iterator[int]:
     """For each video track, the file offset just past its last sample: the largest chunk offset (stco/co64) plus
-    the sizes (stsz) of the samples in that chunk (stsc)."""
+    the sizes (stsz) of the samples in that chunk (stsc). Reads only that chunk's sizes."""
     for kind, trak in _boxes(file, *moov):
         if kind != b"trak":
             continue
@@ -216,20 +219,27 @@ def _video_data_ends(file: BinaryIO, moov: Box) -> Iterator[int]:
         file.seek(_child(file, mdia, b"hdlr")[0] + 8)
         if file.read(4) != b"vide":
             continue
-        stbl = _child(file, _child(file, mdia, b"minf"), b"stbl")
-        tables = dict(_boxes(file, *stbl))
-        file.seek(tables[b"stsz"][0] + 4)
-        fixed, samples = struct.unpack(">II", file.read(8))
-        sizes = [fixed] * samples if fixed else [s for (s,) in _table(file, tables[b"stsz"], "I", skip=4)]
+        tables = dict(_boxes(file, *_child(file, _child(file, mdia, b"minf"), b"stbl")))
         wide = b"co64" in tables
         offsets = [o for (o,) in _table(file, tables[b"co64" if wide else b"stco"], "Q" if wide else "I")]
+        if not offsets:
+            continue
+        last = max(range(len(offsets)), key=offsets.__getitem__)
         runs = _table(file, tables[b"stsc"], "III") + [(len(offsets) + 1, 0, 0)]  # (first chunk, samples each, _)
-        sample, ends = 0, []
-        for (first, per, _), (after, _, _) in zip(runs, runs[1:]):
-            for chunk in range(first - 1, min(after - 1, len(offsets))):  # chunks are numbered from 1
-                ends.append(offsets[chunk] + sum(sizes[sample : sample + per]))
-                sample += per
-        yield max(ends, default=0)
+        before = per = 0  # samples in the chunks before `last`, and in `last` (chunks are numbered from 1)
+        for (first, each, _), (after, _, _) in zip(runs, runs[1:]):
+            if first - 1 <= last < after - 1:
+                before, per = before + (last - first + 1) * each, each
+                break
+            before += max(0, after - first) * each
+        file.seek(tables[b"stsz"][0] + 4)
+        fixed, samples = struct.unpack(">II", file.read(8))
+        if fixed:
+            yield offsets[last] + fixed * per
+            continue
+        file.seek(tables[b"stsz"][0] + 12 + 4 * before)
+        sizes = file.read(4 * max(0, min(per, samples - before)))
+        yield offsets[last] + sum(struct.unpack(f">{len(sizes) // 4}I", sizes))
 
 
 def read_frames(path: str | Path) -> np.ndarray:
