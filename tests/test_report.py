@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from math import comb
 from pathlib import Path
@@ -187,6 +188,9 @@ def test_a_grid_says_no_change_better_worse_as_a_pair_does_after_holm(tmp_path: 
     assert same.verdict_word() == "no change" and grid_verdict(same, 1.0) == "no change"
     assert much_worse.verdict_word() == "worse" and grid_verdict(much_worse, 0.001) == "worse"
     assert grid_verdict(much_worse, 0.2) == "no clear difference"  # worse alone, not once corrected for the grid
+    unclear = compare(run[0], run[2])
+    unclear.changes[0] = replace(unclear.changes[0], interval=(-0.05, 0.02))  # a pair whose interval holds 0
+    assert grid_verdict(unclear, 0.001) == "no clear difference"  # Holm never turns a pair's unclear into better/worse
 
 
 def test_mcnemar_without_discordant_clips_is_one_and_holm_matches_its_procedure() -> None:

@@ -49,14 +49,12 @@ def load_grid(root: Path, commit: str, baseline: str | None) -> Grid:
 
 
 def grid_verdict(c: Comparison, adjusted: float | None) -> str:
-    """A pair's verdict (`Comparison.verdict_word`), except that better or worse needs the Holm-corrected p below
+    """A pair's verdict (`Comparison.verdict_word`), where better or worse also needs the Holm-corrected p below
     ALPHA: the grid's comparisons are several tests at once."""
     word = c.verdict_word()
-    if adjusted is None or word == "no change":
-        return word
-    if adjusted >= ALPHA:
+    if word in ("better", "worse") and adjusted is not None and adjusted >= ALPHA:
         return "no clear difference"
-    return "better" if c.changes[0].change > 0 else "worse"
+    return word
 
 
 def with_interval(run: Run, key: str) -> str:
