@@ -25,6 +25,10 @@ setup() {
         echo "error: no Python 3.11, 3.12 or 3.13 found${PYTHON:+ ($PYTHON not found)}; install one, or set PYTHON=/path/to/python3.1x" >&2
         exit 2
     fi
+    if ! "$PYTHON" -c "$SUPPORTED" 2>/dev/null; then
+        echo "error: PYTHON=$PYTHON is $("$PYTHON" --version 2>&1), not 3.11, 3.12 or 3.13; set PYTHON to one of those" >&2
+        exit 2
+    fi
     local want
     want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
     if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
