@@ -210,6 +210,14 @@ def test_slr_test_multiview_with_more_frames(trained: Path) -> None:
     assert protocol == {"num_frames": 12, "frame_size": 20, "crop_size": 16, "temporal_views": 2, "spatial_views": 3}
 
 
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_slr_test_threads_below_one_is_one_line(trained: Path, threads: str) -> None:
+    """Not a wait for ever for -1 free cores, nor 0 taken as "the checkpoint's"."""
+    result = _slr_test(trained, "--checkpoint", "models/best.pth", "--clips", "clips", "--threads", threads)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"error: {threads} torch threads per process: it takes at least 1 (train.threads; slr-test: --threads)")
+
+
 def test_slr_test_graphs_need_save(trained: Path) -> None:
     result = _slr_test(trained, "--graphs", "bars")
     assert result.returncode == 2 and result.stderr.strip() == "error: --graphs writes PNG files: add --save DIR"

@@ -422,6 +422,8 @@ def claimed(requested: str, count: int = 1, *, threads: int, setting: str, amp: 
         cpu_fix: how to ask for the CPU, for the one-line errors ("--device cpu" for slr-test).
         gpus: a simulated machine's GPUs (tests): taken as visible and usable, without asking the driver or torch.
     """
+    if threads < 1:  # take_locks would wait for ever, torch would raise
+        raise UserError(f"{threads} torch threads per process: it takes at least 1 (train.threads; slr-test: --threads)")
     saved_visible, saved_threads = os.environ.get("CUDA_VISIBLE_DEVICES"), torch.get_num_threads()
     fds: list[int] = []
     try:

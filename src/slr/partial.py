@@ -52,7 +52,7 @@ def partial_test(
     if shuffle_seed is not None and reverse:
         raise UserError("choose --shuffle or --reverse, not both")
     meta = read_checkpoint(checkpoint)
-    threads = threads or threads_of(meta)  # training's, as the evaluate stage: then the numbers are the pipeline's
+    threads = threads_of(meta) if threads is None else threads  # training's, as the evaluate stage: then the numbers are the pipeline's
     with claimed(device_name, threads=threads, setting="--device", cpu_fix="--device cpu") as device:
         configure(device)
         model = load_model(meta, device)
