@@ -154,7 +154,10 @@ def _find(out_dir: Path, fingerprint: dict[str, Any]) -> tuple[Found, dict[str, 
     last, best = out_dir / "last.pth", out_dir / "best.pth"
     if not last.is_file():
         return Found(), None
-    checkpoint = load_checkpoint(last, f"delete {last} to train this run from scratch")
+    try:
+        checkpoint = load_checkpoint(last, f"delete {last} to train this run from scratch")
+    except UserError as exc:  # said after the gather: a process that stopped here would leave the others waiting in it
+        return Found(error=str(exc)), None
     old = checkpoint.get("fingerprint") or {}
     changed = differences({k: v for k, v in old.items() if k != "placement"},
                           {k: v for k, v in fingerprint.items() if k != "placement"})
