@@ -7,7 +7,7 @@ stages run the same checks again where they use the values, so a stage run by ha
 
 from __future__ import annotations
 
-from slr.devices import check_torch_sees, decide
+from slr.devices import CPU_FIX, check_torch_sees, decide, read_machine
 from slr.errors import UserError
 from slr.models import check_input
 from slr.params import Params
@@ -34,10 +34,11 @@ def check_devices(params: Params) -> dict[str, str]:
     torch: a GPU that this torch build cannot use stops the experiment before any stage deletes its outputs, with the
     driver, what the build needs and the fix. The stages decide again when they run (this stage is skipped while
     params.yaml is unchanged, and the machine may have changed)."""
-    p = params.train
-    train = decide(p.device, setting="train.device", count=p.nproc_per_node, amp=p.amp)
-    evaluate = decide(params.evaluate.device, setting="evaluate.device", cpu_fix="-S evaluate.device=cpu")
-    for decision, count in ((train, p.nproc_per_node), (evaluate, 1)):
+    p, machine = params.train, read_machine()  # the driver asked once (without NVML, that is a torch subprocess)
+    train = decide(p.device, setting="train.device", count=p.nproc_per_node, amp=p.amp, machine=machine)
+    evaluate = decide(params.evaluate.device, setting="evaluate.device", cpu_fix="-S evaluate.device=cpu",
+                      machine=machine)
+    for decision, count, cpu_fix in ((train, p.nproc_per_node, CPU_FIX), (evaluate, 1, "-S evaluate.device=cpu")):
         if decision.device == "cuda":
-            check_torch_sees(decision, count)
+            check_torch_sees(decision, count, cpu_fix)
     return {"train": train.device, "evaluate": evaluate.device}
