@@ -35,8 +35,8 @@ from slr.params import EvaluateParams
 from slr.predictions import Predictions
 from slr.shuffle import make_permutation, shannon_entropy, sweep_permutations
 
-STUDY = ("ordered", "shuffled", "reversed")
-DEFAULT_THREADS = 2  # checkpoints from before train.threads existed  # the named conditions; the sweep's permutations follow them
+STUDY = ("ordered", "shuffled", "reversed")  # the named conditions; the sweep's permutations follow them
+DEFAULT_THREADS = 2  # checkpoints from before train.threads existed
 
 
 def read_checkpoint(path: Path) -> dict:

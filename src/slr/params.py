@@ -172,7 +172,6 @@ class TrainParams:
     device: str  # one of DEVICES: auto = the GPUs when the driver shows any (an unusable one is an error), else CPU
     threads: int  # torch threads per process: CPU results depend on it, so it is fixed, never the machine's load
 
-
     def __post_init__(self) -> None:
         _require(bool(self.pretrained), "train.pretrained", "none, kinetics or a weights file path", self.pretrained)
         _require(self.epochs >= 1, "train.epochs", "at least 1", self.epochs)

@@ -127,8 +127,7 @@ def _tally(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> to
     finite = loss.isfinite()
     # new_full fills on the device; torch.tensor(..., device=cuda) would be a host copy that waits for the queue
     clips = loss.new_full((), float(len(labels)))
-    zero = torch.zeros_like(loss)
-    return torch.stack([torch.where(finite, loss, zero), correct, clips, torch.where(finite, clips, zero),
+    return torch.stack([torch.where(finite, loss, 0.0), correct, clips, torch.where(finite, clips, 0.0),
                         (~finite).float()])
 
 
@@ -186,7 +185,7 @@ def fit(
             )
         if train.overflowed:
             process.log(f"train: {train.overflowed} of {len(group_sizes)} batches of epoch {epoch} overflowed in fp16; "
-                        "GradScaler skipped their steps and lowered its scale (the weights are unaffected)")
+                        "GradScaler skipped the optimizer steps they fed and lowered its scale (the weights are unaffected)")
         distributed.share_buffers(model)
         val = validate(model, val_batches, feed, process, desc=f"epoch {epoch} val")
         run.epoch = epoch
@@ -234,9 +233,10 @@ def train(clips_dir: Path, out_dir: Path, live_dir: Path, *, model_name: str, se
     try:
         return _train(clips_dir, train_set, val_set, out_dir, live_dir, model_name, seed, p, process, manifest)
     except torch.OutOfMemoryError:
-        effective = p.batch_size * p.accumulate * process.world_size
+        effective, halved = (b * p.accumulate * process.world_size for b in (p.batch_size, p.batch_size // 2 * 2))
+        stays = f"stays {effective}" if halved == effective else f"goes from {effective} to {halved}"
         fix = (f"halve train.batch_size and double train.accumulate (-S train.batch_size={p.batch_size // 2} -S "
-               f"train.accumulate={p.accumulate * 2}: the effective batch stays {effective})" if p.batch_size > 1 else
+               f"train.accumulate={p.accumulate * 2}: the effective batch {stays})" if p.batch_size > 1 else
                "lower preprocess.num_frames or train.crop_size, or use a GPU with more memory")
         raise UserError(f"out of GPU memory training {model_name} at train.batch_size {p.batch_size}: {fix}") from None
     finally:
