@@ -21,7 +21,6 @@ Run from the repository root, in the project's environment:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 import clock  # noqa: E402
 from slr.devices import decide, environment, read_machine  # noqa: E402
 from slr.distributed import Process  # noqa: E402
+from slr.files import write_json  # noqa: E402
 from slr.inference import Feed, predict  # noqa: E402
 from slr.models import MODELS, build_model, kinetics_weights, normalization  # noqa: E402
 from slr.train import accumulation_sizes, seed_everything, train_epoch  # noqa: E402
@@ -127,9 +127,12 @@ def ddp_run(device_type: str, timeout: float) -> dict[str, Any]:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
                    str(REPO / "stages/train.py"), "clips", "models", "live", "--params", "params.yaml"]
         start = time.monotonic()
-        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "src"),
-                                   "SLR_LOCK_DIR": str(root / "locks")})
+        try:
+            done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, "PYTHONPATH": str(REPO / "src"),
+                                       "SLR_LOCK_DIR": str(root / "locks")})
+        except subprocess.TimeoutExpired:  # the measurements so far are still written
+            return {"passed": False, "seconds": timeout, "log": [f"timed out after {timeout:.0f} s"]}
         said = [line for line in done.stdout.splitlines() if line.startswith(("train:", "epoch"))]
         return {"passed": done.returncode == 0 and (root / "models" / "best.pth").is_file(),
                 "seconds": time.monotonic() - start, "log": said or done.stderr.strip().splitlines()[-3:]}
@@ -200,7 +203,7 @@ def main() -> None:
           flush=True)
     report["table"] = table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(report["table"])
     print(f"written to {args.out}")
     if not (report["ddp"]["passed"] and report["cuda_tests"]["passed"]):
