@@ -57,11 +57,10 @@ def label_names(glosses: list[str]) -> list[str]:
     return [f"{i:0{width}d} {g}" for i, g in enumerate(glosses)]
 
 
-def most_confused(labels: np.ndarray, predicted: np.ndarray, classes: int, count: int = MAX_SHOWN) -> np.ndarray:
-    """Of the classes that have clips in the set, the `count` with the most wrong predictions into or out of them
-    (all, if there are no more), in label order. A class without a clip has no row to show: a partial copy may
-    hold 20 test clips of 2,000 glosses."""
-    matrix = confusion_matrix(labels, predicted, labels=range(classes))
+def most_confused(matrix: np.ndarray, count: int = MAX_SHOWN) -> np.ndarray:
+    """Of the classes that have clips in the set (rows of the confusion `matrix` that are not empty), the `count` with
+    the most wrong predictions into or out of them (all, if there are no more), in label order. A class without a
+    clip has no row to show: a partial copy may hold 20 test clips of 2,000 glosses."""
     present = np.flatnonzero(matrix.sum(1))
     errors = (matrix.sum(0) + matrix.sum(1) - 2 * np.diag(matrix))[present]
     return np.sort(present[np.argsort(-errors, kind="stable")[:count]])
@@ -71,7 +70,7 @@ def confusion_records(scored: Scored, glosses: list[str]) -> list[dict[str, str]
     """One {actual, predicted} record per clip of the most-confused classes, for DVC's `confusion` template;
     predictions outside them are `~other`."""
     labels, predicted = scored.labels.numpy(), scored.predicted.numpy()
-    shown = set(most_confused(labels, predicted, len(glosses)).tolist())
+    shown = set(most_confused(confusion_matrix(labels, predicted, labels=range(len(glosses)))).tolist())
     names = label_names(glosses)
     return [{"actual": names[a], "predicted": names[p] if p in shown else OTHER}
             for a, p in zip(labels.tolist(), predicted.tolist()) if a in shown]
@@ -150,8 +149,8 @@ def confusion_figure(scored: Scored, glosses: list[str], caption: Caption) -> pl
     that have clips in the set, beyond MAX_SHOWN the most-confused of them, with a last column for predictions
     outside them; the title says how many."""
     labels, predicted = scored.labels.numpy(), scored.predicted.numpy()
-    shown = most_confused(labels, predicted, len(glosses))
     full = confusion_matrix(labels, predicted, labels=range(len(glosses)))
+    shown = most_confused(full)
     matrix = full[np.ix_(shown, shown)]
     columns = label_names(glosses)
     column_names = [columns[i] for i in shown]
