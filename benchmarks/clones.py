@@ -1,5 +1,6 @@
 """Results independent of the machine's load (a script, not a test; figures go to README's Results): fresh clones of
-this repository's HEAD each run `dvc repro`, the first alone, then the others all started together on the same
+this repository's HEAD each run `dvc repro --force` (every stage computed again: a plain `dvc repro` would skip
+the evaluate stage, whose committed outputs match once training has made the same checkpoint), the first alone, then the others all started together on the same
 cores (one lock folder, as every run on one machine shares). Prints each run's wall time, the waits its log shows
 (`devices: got N CPU cores after waiting S s`), and whether every clone wrote the same `metrics/eval.json`,
 `reports/predictions.json` and `dvc.lock` as HEAD committed (md5 of each, `git status` of each clone).
@@ -33,10 +34,10 @@ def clone(folder: Path) -> None:
 
 
 def start(folder: Path, locks: Path) -> tuple[subprocess.Popen, float]:
-    """`dvc repro` in `folder` with the clone's own `slr` first on the path; its output goes to folder/repro.log."""
+    """`dvc repro --force` in `folder` with the clone's own `slr` first on the path; its output goes to folder/repro.log."""
     env = {**os.environ, "PYTHONPATH": str(folder / "src"), "DVC_NO_ANALYTICS": "1", "SLR_LOCK_DIR": str(locks)}
     log = (folder / "repro.log").open("w")
-    return subprocess.Popen(["dvc", "repro"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT), \
+    return subprocess.Popen(["dvc", "repro", "--force"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT), \
         time.monotonic()
 
 
@@ -46,7 +47,7 @@ def finish(folder: Path, run: tuple[subprocess.Popen, float]) -> str:
     seconds = time.monotonic() - started
     log = (folder / "repro.log").read_text()
     if code != 0:
-        raise SystemExit(f"dvc repro failed in {folder} (exit {code}):\n{log[-3000:]}")
+        raise SystemExit(f"dvc repro --force failed in {folder} (exit {code}):\n{log[-3000:]}")
     waits = [int(s) for s in WAITED.findall(log)]
     status = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True,
                             check=True).stdout.split("\n")
