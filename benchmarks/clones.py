@@ -1,9 +1,10 @@
 """Results independent of the machine's load (a script, not a test; figures go to README's Results): fresh clones of
-this repository's HEAD each run `dvc repro --force` (every stage computed again: a plain `dvc repro` would skip
-the evaluate stage, whose committed outputs match once training has made the same checkpoint), the first alone, then the others all started together on the same
-cores (one lock folder, as every run on one machine shares). Prints each run's wall time, the waits its log shows
-(`devices: got N CPU cores after waiting S s`), and whether every clone wrote the same `metrics/eval.json`,
-`reports/predictions.json` and `dvc.lock` as HEAD committed (md5 of each, `git status` of each clone).
+this repository's HEAD each run `dvc repro --force` (every stage computed again: a plain `dvc repro` would skip the
+evaluate stage, whose committed outputs match once training has made the same checkpoint), the first alone, then the
+others all started together on the same cores (one lock folder, as every run on one machine shares). Prints each
+run's wall time, the waits its log shows (`devices: got N CPU cores after waiting S s`), and whether every clone
+wrote the same `metrics/eval.json`, `reports/predictions.json` and `dvc.lock` as HEAD committed (md5 of each, `git
+status` of each clone).
 
 Commit before running: the clones hold committed files only. Run from the repository root, with the project's
 environment on PATH (`./dev.sh setup`, then `PATH=.venv/bin:$PATH`):
@@ -34,7 +35,7 @@ def clone(folder: Path) -> None:
 
 
 def start(folder: Path, locks: Path) -> tuple[subprocess.Popen, float]:
-    """`dvc repro --force` in `folder` with the clone's own `slr` first on the path; its output goes to folder/repro.log."""
+    """`dvc repro --force` in `folder` with the clone's own `slr` first on the path; output to folder/repro.log."""
     env = {**os.environ, "PYTHONPATH": str(folder / "src"), "DVC_NO_ANALYTICS": "1", "SLR_LOCK_DIR": str(locks)}
     log = (folder / "repro.log").open("w")
     return subprocess.Popen(["dvc", "repro", "--force"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT), \
