@@ -12,7 +12,7 @@ import yaml
 
 from slr.params import CROPS
 
-from conftest import REPO, copy_repo, sh, tool_env
+from conftest import REPO, copy_repo, queue_status, sh, tool_env
 from conftest import sh as _sh
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def _readme_command(prefix: str) -> list[str]:
 
 
 def test_queued_grid_runs_and_the_comparison_table_shows_it(queued_grid: Path) -> None:
-    status = _sh(queued_grid, "dvc", "queue", "status", stdout_only=True)
+    status = queue_status(queued_grid)
     assert status.count("Success") == 3 and "Failed" not in status, status
     table = _sh(queued_grid, *_readme_command("dvc exp show --md --drop"), stdout_only=True)
     header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
