@@ -7,7 +7,7 @@ stages run the same checks again where they use the values, so a stage run by ha
 
 from __future__ import annotations
 
-from slr.devices import CPU_FIX, check_torch_sees, decide, read_machine
+from slr.devices import CPU_FIX, EVALUATE_CPU_FIX, check_torch_sees, decide, read_machine
 from slr.errors import UserError
 from slr.models import check_input
 from slr.params import Params
@@ -36,9 +36,8 @@ def check_devices(params: Params) -> dict[str, str]:
     params.yaml is unchanged, and the machine may have changed)."""
     p, machine = params.train, read_machine()  # the driver asked once (without NVML, that is a torch subprocess)
     train = decide(p.device, setting="train.device", count=p.nproc_per_node, amp=p.amp, machine=machine)
-    evaluate = decide(params.evaluate.device, setting="evaluate.device", cpu_fix="-S evaluate.device=cpu",
-                      machine=machine)
-    for decision, count, cpu_fix in ((train, p.nproc_per_node, CPU_FIX), (evaluate, 1, "-S evaluate.device=cpu")):
+    evaluate = decide(params.evaluate.device, setting="evaluate.device", cpu_fix=EVALUATE_CPU_FIX, machine=machine)
+    for decision, count, cpu_fix in ((train, p.nproc_per_node, CPU_FIX), (evaluate, 1, EVALUATE_CPU_FIX)):
         if decision.device == "cuda":
             check_torch_sees(decision, count, cpu_fix)
     return {"train": train.device, "evaluate": evaluate.device}

@@ -42,7 +42,8 @@ DEFAULT_LOCK_DIR = Path("/tmp/slr-locks")
 # The oldest driver series of each CUDA major version (NVIDIA's CUDA compatibility tables).
 DRIVER_SERIES = {11: "450", 12: "525", 13: "580"}
 BF16_CAPABILITY = (8, 0)  # cuDNN runs bf16 convolutions from Ampere on; older GPUs only emulate bf16, slowly
-CPU_FIX = "-S train.device=cpu -S evaluate.device=cpu"
+CPU_FIX = "-S train.device=cpu -S evaluate.device=cpu"  # the one-line errors' fix for an experiment
+EVALUATE_CPU_FIX = "-S evaluate.device=cpu"  # ... and for the evaluate stage alone
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,8 @@ def claimed(requested: str, count: int = 1, *, threads: int, setting: str, amp: 
         gpus: a simulated machine's GPUs (tests): taken as visible and usable, without asking the driver or torch.
     """
     if threads < 1:  # take_locks would wait for ever, torch would raise
-        raise UserError(f"{threads} torch threads per process: it takes at least 1 (train.threads; slr-test: --threads)")
+        raise UserError(f"{threads} torch threads per process: it takes at least 1 (train.threads; slr-test: "
+                        "--threads)")
     saved_visible, saved_threads = os.environ.get("CUDA_VISIBLE_DEVICES"), torch.get_num_threads()
     fds: list[int] = []
     try:

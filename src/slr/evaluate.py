@@ -18,7 +18,7 @@ from torch import nn
 from slr.batches import eval_loader
 from slr.checkpoint import load_checkpoint
 from slr.data.dataset import ClipDataset, load_manifest, manifest_digest
-from slr.devices import claimed, configure, environment
+from slr.devices import EVALUATE_CPU_FIX, claimed, configure, environment
 from slr.distributed import Process
 from slr.errors import UserError
 from slr.inference import Feed, predict
@@ -239,7 +239,7 @@ def evaluate_checkpoint(checkpoint: Path, clips_dir: Path, p: EvaluateParams) ->
     that no other run on the machine holds, as training, else as many CPU cores as training had threads)."""
     meta = read_checkpoint(checkpoint)
     with claimed(p.device, threads=threads_of(meta), setting="evaluate.device",
-                 cpu_fix="-S evaluate.device=cpu") as device:
+                 cpu_fix=EVALUATE_CPU_FIX) as device:
         configure(device)
         try:
             evaluation = evaluate(load_model(meta, device), meta, clips_dir, device, p)

@@ -52,7 +52,8 @@ def partial_test(
     if shuffle_seed is not None and reverse:
         raise UserError("choose --shuffle or --reverse, not both")
     meta = read_checkpoint(checkpoint)
-    threads = threads_of(meta) if threads is None else threads  # training's, as the evaluate stage: then the numbers are the pipeline's
+    # Training's thread count, as the evaluate stage uses: then the numbers are the pipeline's.
+    threads = threads_of(meta) if threads is None else threads
     with claimed(device_name, threads=threads, setting="--device", cpu_fix="--device cpu") as device:
         configure(device)
         model = load_model(meta, device)

@@ -185,7 +185,8 @@ def fit(
             )
         if train.overflowed:
             process.log(f"train: {train.overflowed} of {len(group_sizes)} batches of epoch {epoch} overflowed in fp16; "
-                        "GradScaler skipped the optimizer steps they fed and lowered its scale (the weights are unaffected)")
+                        "GradScaler skipped the optimizer steps they fed and lowered its scale (the weights are "
+                        "unaffected)")
         distributed.share_buffers(model)
         val = validate(model, val_batches, feed, process, desc=f"epoch {epoch} val")
         run.epoch = epoch
