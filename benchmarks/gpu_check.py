@@ -175,8 +175,8 @@ def main() -> None:
                               "machine": asdict(read_machine())}
     steps = ["CUDA tests", *(f"{name} {p}{' channels-last' if cl else ''}" for name in args.models
                              for p, cl in CONFIGS), "DDP run, nproc 1"]
-    print(f"gpu_check{' (dry run on the CPU: one step of each, figures are not measurements)' if args.dry_run else ''}: {len(steps)} steps in at most {args.budget_s:.0f} s: "
-          + "; ".join(steps), flush=True)
+    dry = " (dry run on the CPU: one step of each, figures are not measurements)" if args.dry_run else ""
+    print(f"gpu_check{dry}: {len(steps)} steps in at most {args.budget_s:.0f} s: " + "; ".join(steps), flush=True)
 
     report["cuda_tests"] = cuda_tests(args.dry_run, timeout=max(30.0, min(120.0, deadline - time.monotonic() - 60)))
     print(f"CUDA tests: {report['cuda_tests']['summary']}", flush=True)
