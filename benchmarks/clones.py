@@ -37,9 +37,10 @@ def clone(folder: Path) -> None:
 def start(folder: Path, locks: Path) -> tuple[subprocess.Popen, float]:
     """`dvc repro --force` in `folder` with the clone's own `slr` first on the path; output to folder/repro.log."""
     env = {**os.environ, "PYTHONPATH": str(folder / "src"), "DVC_NO_ANALYTICS": "1", "SLR_LOCK_DIR": str(locks)}
-    log = (folder / "repro.log").open("w")
-    return subprocess.Popen(["dvc", "repro", "--force"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT), \
-        time.monotonic()
+    with (folder / "repro.log").open("w") as log:  # the child keeps its own copy of the file open
+        process = subprocess.Popen(["dvc", "repro", "--force"], cwd=folder, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    return process, time.monotonic()
 
 
 def finish(folder: Path, run: tuple[subprocess.Popen, float]) -> str:
